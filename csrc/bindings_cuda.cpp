@@ -1,0 +1,61 @@
+// fastcert._core_cuda: CUDA entry points. Arguments are raw device pointers (as integers), sizes and
+// the caller's CUDA stream (torch.cuda.current_stream().cuda_stream); Python checks devices, dtypes,
+// shapes and contiguity before calling.
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cuda_runtime_api.h>
+
+#include "common/check.h"
+#include "sampling/sampling_cuda.h"
+
+#ifndef FASTCERT_CUDA_ARCHS
+#define FASTCERT_CUDA_ARCHS ""
+#endif
+
+namespace py = pybind11;
+using namespace fastcert;
+
+PYBIND11_MODULE(_core_cuda, m) {
+  m.doc() = "fastcert CUDA kernels (fused noise sampling and on-device counting)";
+  m.def("build_info", []() {
+    py::dict d;
+    d["architectures"] = std::string(FASTCERT_CUDA_ARCHS);
+    d["cuda_runtime"] = CUDART_VERSION;
+    return d;
+  });
+  m.def("device_count", &cuda::device_count);
+  m.def(
+      "sample",
+      [](uintptr_t x, int64_t D, uintptr_t out, int64_t B, uint64_t seed, uint32_t stream_tag, uint64_t start,
+         int type, float scale, uint64_t keep_thresh, uint32_t K, uintptr_t stream) {
+        FASTCERT_CHECK_ARG(x != 0 && out != 0, "null device pointer");
+        FASTCERT_CHECK_ARG(D >= 0 && B >= 0, "sizes must be >= 0");
+        FASTCERT_CHECK_ARG(D < (int64_t(1) << 34), "x is too large for the counter layout");
+        FASTCERT_CHECK_ARG(type >= kGaussian && type <= kDiscrete, "noise type must be 0..3");
+        FASTCERT_CHECK_ARG(type == kDiscrete ? K >= 1 : (std::isfinite(scale) && scale > 0.0f),
+                           "scale must be > 0 (or K >= 1 for discrete noise)");
+        NoiseParams p{type, scale, keep_thresh, K};
+        py::gil_scoped_release nogil;
+        cuda::sample(reinterpret_cast<const float*>(x), D, reinterpret_cast<float*>(out), B, seed, stream_tag,
+                     start, p, stream);
+      },
+      py::arg("x"), py::arg("D"), py::arg("out"), py::arg("B"), py::arg("seed"), py::arg("stream_tag"),
+      py::arg("start"), py::arg("noise_type"), py::arg("scale"), py::arg("keep_thresh"), py::arg("K"),
+      py::arg("stream"));
+  m.def(
+      "count",
+      [](uintptr_t logits, int dtype, int64_t B, int64_t C, uintptr_t counts, uintptr_t nan_rows, int64_t cls,
+         uintptr_t score, uintptr_t margin, uintptr_t stream) {
+        FASTCERT_CHECK_ARG(logits != 0 && counts != 0 && nan_rows != 0, "null device pointer");
+        FASTCERT_CHECK_ARG(B >= 0 && C >= 1, "need B >= 0 and C >= 1");
+        FASTCERT_CHECK_ARG(cls >= -1 && cls < C, "cls must be -1 or a class index");
+        FASTCERT_CHECK_ARG(cls >= 0 || (score == 0 && margin == 0), "score/margin need cls >= 0");
+        py::gil_scoped_release nogil;
+        cuda::count(reinterpret_cast<const void*>(logits), dtype, B, C, reinterpret_cast<int64_t*>(counts),
+                    reinterpret_cast<int64_t*>(nan_rows), cls, reinterpret_cast<float*>(score),
+                    reinterpret_cast<float*>(margin), stream);
+      },
+      py::arg("logits"), py::arg("dtype"), py::arg("B"), py::arg("C"), py::arg("counts"), py::arg("nan_rows"),
+      py::arg("cls"), py::arg("score"), py::arg("margin"), py::arg("stream"));
+}
