@@ -1,0 +1,60 @@
+"""fastcert: fast, exact certification and certified training of robust neural networks.
+
+Public names are resolved lazily from their modules (see ``_PUBLIC``), so ``import fastcert`` stays
+cheap (no Triton, no matplotlib) and every name listed in DESIGN.md is importable from here.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_PUBLIC = {
+    # noises and smoothing (Cohen et al. 2019; Teng et al. 2020; Yang et al. 2020; Lee et al. 2019)
+    "Gaussian": "noise",
+    "Laplace": "noise",
+    "Uniform": "noise",
+    "Discrete": "noise",
+    "Smooth": "smoothing",
+    "Certificate": "smoothing",
+    # statistics
+    "clopper_pearson_lower": "stats",
+    "clopper_pearson": "stats",
+    # top-k (Jia et al. 2020)
+    "topk_radius": "topk",
+    # stratified discrete smoothing (Lee et al. 2019)
+    "threshold": "stratified",
+    "region_cardinalities": "stratified",
+    # confidence certificates (Kumar et al. 2020)
+    "confidence_bounds": "confidence",
+    # interval bound propagation
+    "ibp_bounds": "ibp",
+    # robustness curves (Goepfert et al.)
+    "curve": "curves",
+    "RobustnessCurve": "curves",
+    "class_distances": "curves",
+    # training, data, models, analysis
+    "train": "training",
+    "analyze": "analyze",
+    "load_dataset": "data",
+    "build_model": "models",
+    "load_checkpoint": "models",
+    "save_checkpoint": "models",
+    "build_info": "_build",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str):
+    mod = _PUBLIC.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'fastcert' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
