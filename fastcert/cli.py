@@ -38,23 +38,31 @@ def add_common(p: argparse.ArgumentParser, dataset: bool = True, model: bool = T
     p.add_argument("--batch", type=int, default=1000, help="batch size")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fastcert.cli", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="<subcommand>")
-    for name, help_text in SUBCOMMANDS.items():
-        mod = importlib.import_module(f"fastcert.commands.{name}")
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
-    return parser
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """Parser of one subcommand (only its module is imported, so start-up stays fast)."""
+    mod = importlib.import_module(f"fastcert.commands.{name}")
+    p = argparse.ArgumentParser(prog=f"python -m fastcert.cli {name}", description=SUBCOMMANDS[name])
+    mod.add_arguments(p)
+    p.set_defaults(_run=mod.run)
+    return p
+
+
+def _usage() -> str:
+    lines = ["usage: python -m fastcert.cli <subcommand> [--help] [options]", "", "subcommands:"]
+    lines += [f"  {name:<10} {text}" for name, text in SUBCOMMANDS.items()]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name = argv[0]
+    if name not in SUBCOMMANDS:
+        print(f"error: unknown subcommand {name!r}; choose from {', '.join(SUBCOMMANDS)}", file=sys.stderr)
         return 2
+    args = build_parser(name).parse_args(argv[1:])
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -1,0 +1,117 @@
+"""Tab-separated certification logs: Cohen et al.'s first six columns (``idx label predict radius
+correct time``) then our extra columns, written one flushed row at a time and resumable.
+
+Resuming: rows already in the file are kept and their ``idx`` skipped; a torn last line (the process
+was killed mid-write) is cut off first. A sidecar ``<log>.json`` records the run's settings, and a
+rerun with different settings is refused rather than mixing two experiments in one log.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+
+COHEN_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
+
+
+def format_time(seconds: float) -> str:
+    """H:MM:SS.ffffff, as Cohen et al.'s code writes str(datetime.timedelta(...))."""
+    s = str(datetime.timedelta(seconds=float(seconds)))
+    return s if "." in s else s + ".000000"
+
+
+def parse_time(text: str) -> float:
+    """Seconds from 'H:MM:SS[.ffffff]' or a plain number of seconds."""
+    text = text.strip()
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"bad time {text!r}")
+        h, m, s = parts
+        return int(h) * 3600 + int(m) * 60 + float(s)
+    return float(text)
+
+
+def floor_str(value, digits: int = 6) -> str:
+    """A radius or lower bound written with ``digits`` decimals, rounded DOWN so that a log never
+    claims more than was certified; integers and infinities are written as such."""
+    if isinstance(value, int):
+        return str(value)
+    v = float(value)
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    q = math.floor(v * 10**digits) / 10**digits
+    return f"{q:.{digits}f}".rstrip("0").rstrip(".") if q != int(q) else str(float(q))
+
+
+class LogWriter:
+    """Append-only TSV log with resume. ``settings`` (a JSON-able dict) must match on resume."""
+
+    def __init__(self, path, columns, settings: dict | None = None):
+        if list(columns[: len(COHEN_COLUMNS)]) != COHEN_COLUMNS and columns[0] != "idx":
+            raise ValueError("log columns must start with idx")
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.done: set[int] = set()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        meta = Path(str(self.path) + ".json")
+        if settings is not None:
+            if meta.exists() and self.path.exists():
+                old = json.loads(meta.read_text())
+                if old != json.loads(json.dumps(settings)):
+                    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != json.loads(json.dumps(settings)).get(k))
+                    raise ValueError(f"out: {self.path} was written with different settings ({', '.join(diff)}); "
+                                     "use another --out")
+            if not (meta.exists() and self.path.exists()):
+                tmp = meta.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
+                os.replace(tmp, meta)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._load_existing()
+            self.f = open(self.path, "a", encoding="utf-8")
+        else:
+            self.f = open(self.path, "w", encoding="utf-8")
+            self.f.write("\t".join(self.columns) + "\n")
+            self._sync()
+
+    def _load_existing(self):
+        data = self.path.read_bytes()
+        if not data.endswith(b"\n"):  # torn last row: drop it
+            cut = data.rfind(b"\n") + 1
+            with open(self.path, "r+b") as f:
+                f.truncate(cut)
+            data = data[:cut]
+        lines = data.decode("utf-8").splitlines()
+        if not lines:
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write("\t".join(self.columns) + "\n")
+            return
+        header = lines[0].split("\t")
+        if header != self.columns:
+            raise ValueError(f"out: {self.path} has columns {header}, expected {self.columns}; use another --out")
+        for ln in lines[1:]:
+            if ln.strip():
+                self.done.add(int(ln.split("\t", 1)[0]))
+
+    def _sync(self):
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def write(self, row: dict) -> None:
+        idx = int(row["idx"])
+        if idx in self.done:
+            return
+        self.f.write("\t".join(str(row[c]) for c in self.columns) + "\n")
+        self._sync()
+        self.done.add(idx)
+
+    def close(self):
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
