@@ -21,8 +21,7 @@ SUBCOMMANDS = {
 }
 
 
-class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
+from fastcert.errors import CliError  # noqa: E402  (re-exported: commands raise fastcert.cli.CliError)
 
 
 def add_common(p: argparse.ArgumentParser, dataset: bool = True, model: bool = True) -> None:

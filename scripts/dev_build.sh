@@ -10,5 +10,7 @@ cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DPython_EXECUTABLE="$(command -v python3)" \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" "$@" > build/dev-configure.log
 cmake --build build/dev -j 2
-cp build/dev/_core*.so fastcert/
-if ls build/dev/_core_cuda*.so >/dev/null 2>&1; then cp build/dev/_core_cuda*.so fastcert/; fi
+# copy then rename: a process that has the old module mapped keeps its (unlinked) inode
+for so in build/dev/_core*.so; do
+  cp "$so" "fastcert/.$(basename "$so").tmp" && mv -f "fastcert/.$(basename "$so").tmp" "fastcert/$(basename "$so")"
+done
