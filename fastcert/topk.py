@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 _NOISE_KINDS = ("gaussian", "laplace")
-_BISECT_STEPS = 200  # 200 halvings of the bracket: far below double resolution of any radius
+_BISECT_STEPS = 2200  # cap only: a bracket reaches adjacent doubles in < 1100 halvings
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -234,11 +234,12 @@ def _gaussian_radius_core(p_low: np.ndarray, q: np.ndarray, sigma: float) -> np.
             hi = np.where(grow, 2.0 * hi, hi)
         for _ in range(_BISECT_STEPS):
             mid = 0.5 * (lo + hi)
+            moving = act & (mid != lo) & (mid != hi)
+            if not moving.any():  # every bracket is down to adjacent doubles; stopping only then keeps
+                break  # each element's result independent of the others in the batch
             good = margin(mid) > 0
-            lo = np.where(act & good, mid, lo)
-            hi = np.where(act & ~good, mid, hi)
-            if np.all((hi - lo)[act] <= 4.0 * np.spacing(hi[act])):
-                break
+            lo = np.where(moving & good, mid, lo)
+            hi = np.where(moving & ~good, mid, hi)
         rad = np.where(act, lo, rad)  # lo always satisfies the strict inequality
     return rad.max(axis=1)
 
