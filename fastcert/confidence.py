@@ -168,11 +168,16 @@ def _cdf_bounds(sorted_vals: np.ndarray, eps: float, sigma: float, radii: np.nda
     return np.array([lo + float(np.sum(widths * ndtr(z - r / sigma))) for r in radii])
 
 
+def _expectation_transform(e_low: float, sigma: float, radii: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """a + (b - a) Phi(Phi^{-1}((E - a) / (b - a)) - R / sigma) for a lower bound E on the smoothed
+    expectation at x (clipped to [a, b]): a lower bound on it anywhere within l2 radius R."""
+    q = (min(max(e_low, lo), hi) - lo) / (hi - lo)
+    return np.array([lo + (hi - lo) * float(_shift(q, r / sigma)) for r in radii])
+
+
 def _expectation_bounds(mean: float, n: int, alpha: float, sigma: float, radii: np.ndarray, lo: float,
                         hi: float) -> np.ndarray:
-    e_low = min(max(hoeffding_lower(mean, n, alpha, lo, hi), lo), hi)
-    q = (e_low - lo) / (hi - lo)
-    return np.array([lo + (hi - lo) * float(_shift(q, r / sigma)) for r in radii])
+    return _expectation_transform(hoeffding_lower(mean, n, alpha, lo, hi), sigma, radii, lo, hi)
 
 
 def confidence_bounds(scores, sigma, radii, alpha, measure: str = "score", num_thresholds: int | None = None):
