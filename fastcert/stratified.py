@@ -262,13 +262,18 @@ def certified_l0_radius(p_lower, alpha, K: int, max_radius: int = 1000) -> int:
 
     Returns -1 when p_lower <= 1/2 (nothing certified, not even x itself: abstain); 0 certifies the
     prediction at x only; ``max_radius`` means "at least max_radius" (pass the input dimension d: no
-    two grid points differ in more than d coordinates). Float ``p_lower`` is compared with the exact
-    thresholds through its exact binary value. Thresholds are cached per (alpha, K) and computed
-    on demand (radii 0..16, then x4), so a call costs a bisection over cached Fractions.
+    two grid points differ in more than d coordinates). A ``max_radius`` above MAX_RADIUS is clipped
+    to MAX_RADIUS (still sound: a smaller certified radius). Float ``p_lower`` is compared with the
+    exact thresholds through its exact binary value. Thresholds are cached per (alpha, K) and
+    computed on demand (radii 0..16, then x4), so a call costs a bisection over cached Fractions;
+    the first call costs the largest radius reached (about 1 s for r = 1000, K = 255; far more for
+    noise with alpha close to 1/(K+1), whose thresholds stay near 1/2 for many radii).
     """
     p = _check_p_lower(p_lower)
     a = _check_open_unit(alpha, "alpha")
     K = _check_K(K)
+    if isinstance(max_radius, (int, np.integer)) and not isinstance(max_radius, bool) and max_radius > MAX_RADIUS:
+        max_radius = MAX_RADIUS
     R = _check_radius(max_radius, "max_radius")
     if not p > Fraction(1, 2):
         return -1

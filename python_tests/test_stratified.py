@@ -231,6 +231,9 @@ def test_certified_l0_radius_consistent_with_thresholds():
     assert stratified.certified_l0_radius(F(7, 8) + F(1, 10 ** 30), "0.8", 1) == 1
     assert stratified.certified_l0_radius(1.0, "0.8", 1, max_radius=7) == 7
     assert stratified.certified_l0_radius(0.99, "0.8", 255, max_radius=0) == 0
+    # max_radius beyond MAX_RADIUS (e.g. an ImageNet dimension) is clipped, not refused
+    assert stratified.certified_l0_radius(0.99, "0.5", 255, max_radius=150528) == \
+        stratified.certified_l0_radius(0.99, "0.5", 255, max_radius=100)
 
 
 def test_threshold_file_round_trip_via_cli(tmp_path, capsys):
