@@ -28,6 +28,7 @@ _PUBLIC = {
     "region_cardinalities": "stratified",
     # confidence certificates (Kumar et al. 2020)
     "confidence_bounds": "confidence",
+    "certify_confidence": "confidence",
     # interval bound propagation
     "ibp_bounds": "ibp",
     # robustness curves (Goepfert et al.)

@@ -339,7 +339,8 @@ def read_kumar_log(path) -> ConfidenceLog:
         if need not in header:
             raise ValueError(f"{path}: not a confidence log (no {need!r} column)")
     cdf_cols = [(j, h[len("exp_cdf_"):]) for j, h in enumerate(header) if h.startswith("exp_cdf_")]
-    exp_cols = {h[len("exp_"):]: j for j, h in enumerate(header) if h.startswith("exp_") and not h.startswith("exp_cdf_")}
+    exp_cols = {h[len("exp_"):]: j for j, h in enumerate(header)
+                if h.startswith("exp_") and not h.startswith("exp_cdf_")}
     if not cdf_cols:
         raise ValueError(f"{path}: not a confidence log (no exp_cdf_XX columns)")
     missing = [t for _, t in cdf_cols if t not in exp_cols]

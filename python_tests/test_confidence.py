@@ -359,8 +359,8 @@ def test_certify_confidence_digits_model():
 
 # ------------------------------------------------------------------ logs
 def test_columns():
-    assert confidence_columns(DEFAULT_RADII) == [f"exp_cdf_{t}" for t in ("00", "25", "50", "75", "100", "125", "150")] \
-        + [f"exp_{t}" for t in ("00", "25", "50", "75", "100", "125", "150")]
+    tags = ("00", "25", "50", "75", "100", "125", "150")
+    assert confidence_columns(DEFAULT_RADII) == [f"exp_cdf_{t}" for t in tags] + [f"exp_{t}" for t in tags]
     assert confidence_columns([0.125, 2]) == ["exp_cdf_12p5", "exp_cdf_200", "exp_12p5", "exp_200"]
     with pytest.raises(ValueError, match="radii"):
         confidence_columns([0.25, 0.25])
