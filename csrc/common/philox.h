@@ -17,13 +17,18 @@ FASTCERT_HOST_DEVICE void mulhilo32(uint32_t a, uint32_t b, uint32_t& hi, uint32
   lo = static_cast<uint32_t>(p);
 }
 
-// counter (c0..c3), key (k0, k1) -> four independent uniform 32-bit words
-FASTCERT_HOST_DEVICE U32x4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
-                                         uint32_t k0, uint32_t k1) {
+// counter (c0..c3), key (k0, k1) -> four independent uniform 32-bit words, returned in place in c0..c3
+// (scalars only, so that a loop calling it vectorizes).
+FASTCERT_HOST_DEVICE void philox4x32_10_inplace(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
+                                                uint32_t k0, uint32_t k1) {
   // Round multipliers and Weyl key increments of the reference implementation (Random123).
   const uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
   const uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
 #if defined(__CUDACC__)
+#pragma unroll
+#elif defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 10  // fully unrolled: the loop body must be straight-line code to vectorize
+#elif defined(__clang__)
 #pragma unroll
 #endif
   for (int round = 0; round < 10; ++round) {
@@ -39,6 +44,11 @@ FASTCERT_HOST_DEVICE U32x4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, 
     k0 += W0;
     k1 += W1;
   }
+}
+
+FASTCERT_HOST_DEVICE U32x4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
+                                         uint32_t k0, uint32_t k1) {
+  philox4x32_10_inplace(c0, c1, c2, c3, k0, k1);
   U32x4 out;
   out.v[0] = c0;
   out.v[1] = c1;

@@ -34,14 +34,21 @@ FASTCERT_HOST_DEVICE uint32_t float_to_bits(float f) {
   return u;
 }
 
+// Branch-free select on the bit patterns (mask all-ones or zero): keeps the loops straight-line so
+// that gcc vectorizes them; on the GPU it is a couple of integer instructions.
+FASTCERT_HOST_DEVICE float select_bits(uint32_t mask, float a, float b) {
+  return bits_to_float((float_to_bits(a) & mask) | (float_to_bits(b) & ~mask));
+}
+
 // Natural log for normal positive floats (all our callers pass (0, 1]); max error ~1 ulp.
 FASTCERT_HOST_DEVICE float fc_logf(float x) {
-  uint32_t bits = float_to_bits(x);
-  int e = static_cast<int>((bits >> 23) & 0xffu) - 126;  // x = m * 2^e, m in [0.5, 1)
-  float m = bits_to_float((bits & 0x807fffffu) | 0x3f000000u);
-  const bool small = m < 0.707106781186547524f;
-  e = small ? e - 1 : e;
-  m = small ? (m + m - 1.0f) : (m - 1.0f);  // m now in [sqrt(1/2) - 1, sqrt(2) - 1)
+  const uint32_t bits = float_to_bits(x);
+  const int32_t e0 = static_cast<int32_t>((bits >> 23) & 0xffu) - 126;  // x = m * 2^e, m in [0.5, 1)
+  const float m0 = bits_to_float((bits & 0x807fffffu) | 0x3f000000u);
+  // m < sqrt(1/2): use 2m - 1 and e - 1, else m - 1 (m ends in [sqrt(1/2) - 1, sqrt(2) - 1))
+  const uint32_t small = 0u - static_cast<uint32_t>(m0 < 0.707106781186547524f);
+  const int32_t e = e0 - static_cast<int32_t>(small & 1u);
+  const float m = select_bits(small, m0 + m0 - 1.0f, m0 - 1.0f);
   const float z = m * m;
   float y = 7.0376836292E-2f;
   y = y * m - 1.1514610310E-1f;
@@ -69,16 +76,26 @@ FASTCERT_HOST_DEVICE void fc_sincos_turn(uint32_t w, float& s_out, float& c_out)
   const float s = x + x * z * (-1.6666654611E-1f + z * (8.3321608736E-3f + z * -1.9515295891E-4f));
   const float c = 1.0f - 0.5f * z +
                   z * z * (4.166664568298827E-2f + z * (-1.388731625493765E-3f + z * 2.443315711809948E-5f));
-  // rotate by j quarter turns
-  const float sj = (j == 0) ? s : (j == 1) ? c : (j == 2) ? -s : -c;
-  const float cj = (j == 0) ? c : (j == 1) ? -s : (j == 2) ? -c : s;
-  s_out = sj;
-  c_out = cj;
+  // rotate by j quarter turns: odd j swaps sin and cos; the signs follow the quadrant
+  const uint32_t swap = 0u - (j & 1u);
+  const uint32_t s_neg = (j >> 1) << 31;               // j = 2, 3: sin negated
+  const uint32_t c_neg = ((j ^ (j >> 1)) & 1u) << 31;  // j = 1, 2: cos negated
+  s_out = bits_to_float(float_to_bits(select_bits(swap, c, s)) ^ s_neg);
+  c_out = bits_to_float(float_to_bits(select_bits(swap, s, c)) ^ c_neg);
 }
 
 // uniform in (0, 1): (w + 1/2) / 2^32, never 0 (so log is finite); rounding to float can give 1.
 FASTCERT_HOST_DEVICE float open_unit(uint32_t w) {
   return static_cast<float>(w) * 2.3283064365386963e-10f + 1.1641532182693481e-10f;
+}
+
+// Two standard normals from two words (one Box-Muller pair), scalar in and out.
+FASTCERT_HOST_DEVICE void box_muller(uint32_t w_radius, uint32_t w_angle, float& z0, float& z1) {
+  float s, c;
+  const float r = sqrtf(-2.0f * fc_logf(open_unit(w_radius)));
+  fc_sincos_turn(w_angle, s, c);
+  z0 = r * c;
+  z1 = r * s;
 }
 
 // Four standard normals from four words (two Box-Muller pairs).
@@ -98,7 +115,7 @@ FASTCERT_HOST_DEVICE void gaussian4(const U32x4& r, float out[4]) {
 FASTCERT_HOST_DEVICE float laplace1(uint32_t w) {
   const float u = static_cast<float>(w & 0x7fffffffu) * 4.6566128730773926e-10f + 2.3283064365386963e-10f;
   const float mag = -fc_logf(u);
-  return (w & 0x80000000u) ? -mag : mag;
+  return bits_to_float(float_to_bits(mag) ^ (w & 0x80000000u));
 }
 
 // Uniform on (-1, 1) from the top 24 bits (exactly representable, symmetric).
