@@ -32,10 +32,13 @@ def _check_positive(name: str, value) -> float:
     return v
 
 
-def _l0_from_l2(r2: float) -> int:
-    """Largest k with sqrt(k) < r2: k changed coordinates of the box move at most sqrt(k) in l2."""
+def _l0_from_l2(r2: float, d: int | None = None) -> int:
+    """Largest k with sqrt(k) < r2: k changed coordinates of the box move at most sqrt(k) in l2
+    (capped at the dimension d when given: an infinite radius certifies all d coordinates)."""
     if r2 <= 0:
         return 0
+    if math.isinf(r2) or (d is not None and r2 * r2 > d):
+        return int(d) if d is not None else math.inf
     k = math.ceil(r2 * r2) - 1
     while k + 1 < r2 * r2:
         k += 1
@@ -44,10 +47,12 @@ def _l0_from_l2(r2: float) -> int:
     return max(k, 0)
 
 
-def _l0_from_l1(r1: float) -> int:
-    """Largest k with k < r1: k changed coordinates of the box move at most k in l1."""
+def _l0_from_l1(r1: float, d: int | None = None) -> int:
+    """Largest k with k < r1: k changed coordinates of the box move at most k in l1 (capped at d)."""
     if r1 <= 0:
         return 0
+    if math.isinf(r1) or (d is not None and r1 > d):
+        return int(d) if d is not None else math.inf
     return max(math.ceil(r1) - 1, 0)
 
 
@@ -106,11 +111,11 @@ class Gaussian(Noise):
         p = float(p)
         if not p > 0.5:
             return 0.0
-        return float(self.sigma * _normal.ppf(p))
+        return float(self.sigma * _normal.ppf(p))  # inf at p = 1
 
     def radii(self, p, d):
         r = self.radius(p, d)
-        return {"l2": r, "l1": max(r, r * r), "linf": r / math.sqrt(d), "l0": _l0_from_l2(r)}
+        return {"l2": r, "l1": max(r, r * r), "linf": r / math.sqrt(d), "l0": _l0_from_l2(r, d)}
 
 
 class Laplace(Noise):
@@ -145,7 +150,7 @@ class Laplace(Noise):
 
     def radii(self, p, d):
         r = self.radius(p, d)
-        return {"l1": r, "l2": r / math.sqrt(d), "linf": r / d, "l0": _l0_from_l1(r)}
+        return {"l1": r, "l2": r / math.sqrt(d), "linf": r / d, "l0": _l0_from_l1(r, d)}
 
 
 class Uniform(Noise):
@@ -184,7 +189,7 @@ class Uniform(Noise):
         p = float(p)
         if not p > 0.5:
             return 0.0
-        return float(2.0 * self.width * (1.0 - (1.5 - p) ** (1.0 / d)))
+        return float(-2.0 * self.width * math.expm1(math.log1p(0.5 - p) / d))  # 2w (1 - (3/2 - p)^(1/d))
 
     def l0_radius(self, p) -> int:
         p = float(p)

@@ -25,6 +25,15 @@ def add_arguments(p):
     p.add_argument("--split", default="test", help="train | test")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--autocast", default=None, help="CUDA only: float16 | bfloat16 base-model autocast")
+    p.add_argument("--top-k", type=int, default=None, help="certify the top-k prediction set (Jia et al. 2020)")
+    p.add_argument("--confidence-measure", default=None,
+                   help="score | margin: certify the expected confidence (Kumar et al. 2020) at --radii")
+    p.add_argument("--radii", default=None, help="comma-separated target radii (sequential / confidence)")
+    p.add_argument("--sequential", action="store_true",
+                   help="decide each --radii target with an anytime-valid sequential test (at most --n samples)")
+    p.add_argument("--adaptive", action="store_true",
+                   help="input-adaptive sample size for the usual radius (at most --n samples)")
+    p.add_argument("--eps", default="0.1", help="ibp/crown-ibp: comma-separated linf budgets")
     p.set_defaults(batch=1000)
 
 
@@ -63,10 +72,10 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ..data import load_dataset
-    from ..logs import LogWriter, floor_str, format_time
+    from ..logs import LogWriter, format_time
     from ..models import load_checkpoint
     from ..noise import make_noise
-    from ..smoothing import ABSTAIN, Smooth
+    from ..smoothing import Smooth
 
     model, meta = load_checkpoint(args.model, device=args.device)
     sigma = args.sigma if args.sigma is not None else meta.get("config", {}).get("sigma")
@@ -81,26 +90,196 @@ def run(args) -> int:
     if tuple(data.input_shape) != tuple(meta["input_shape"]):
         raise CliError(f"--dataset {args.dataset} has inputs {data.input_shape} but the model expects "
                        f"{tuple(meta['input_shape'])}")
-    columns = ["idx", "label", "predict", "radius", "correct", "time", "p_lower", "n_used",
-               "radius_l0", "radius_l1", "radius_l2", "radius_linf", "count_top"]
-    settings = {"command": "certify", "model": str(args.model), "dataset": args.dataset, "split": args.split,
-                "noise": repr(noise), "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed,
-                "autocast": args.autocast, "device_type": torch.device(args.device).type}
+    radii = _parse_radii(args.radii)
+    mode = _mode(args, radii)
+    settings = {"command": "certify", "mode": mode, "model": str(args.model), "dataset": args.dataset,
+                "split": args.split, "noise": repr(noise), "n0": args.n0, "n": args.n, "alpha": args.alpha,
+                "seed": args.seed, "autocast": args.autocast, "device_type": torch.device(args.device).type,
+                "top_k": args.top_k, "radii": radii, "confidence_measure": args.confidence_measure}
+    columns, certify_one = _mode_handlers(mode, args, smooth, radii)
     indices = selected_indices(len(data), args.skip, args.max)
-    with LogWriter(args.out, columns, settings) as log:
-        todo = [i for i in indices if i not in log.done]
-        for i in tqdm(todo, desc="certify", disable=args.quiet, initial=len(indices) - len(todo), total=len(indices)):
+    rank, world = _dist_rank_world()
+    out = args.out if world == 1 else part_path(args.out, rank, world)
+    mine = indices[rank::world]
+    with LogWriter(out, columns, settings) as log:
+        todo = [i for i in mine if i not in log.done]
+        for i in tqdm(todo, desc=f"certify[{rank}/{world}]" if world > 1 else "certify", disable=args.quiet,
+                      initial=len(mine) - len(todo), total=len(mine)):
             x, label = data.x[i], int(data.y[i])
             t0 = time.time()
-            cert = smooth.certify(x, args.n0, args.n, args.alpha, args.batch, seed=point_seed(args.seed, i))
-            elapsed = time.time() - t0
-            pred = cert.prediction
-            log.write({
-                "idx": i, "label": label, "predict": pred, "radius": floor_str(cert.radius),
-                "correct": int(pred == label), "time": format_time(elapsed), "p_lower": floor_str(cert.p_lower, 8),
-                "n_used": cert.n_used,
-                **{f"radius_{k}": floor_str(cert.radii[k]) for k in ("l0", "l1", "l2", "linf")},
-                "count_top": int(cert.counts[pred]) if pred != ABSTAIN else int(cert.counts.max()),
-            })
+            row = certify_one(x, label, point_seed(args.seed, i))
+            row.update(idx=i, label=label, time=format_time(time.time() - t0))
+            log.write(row)
+    if world > 1:
+        _finish_distributed(args.out, rank, world, columns, settings)
+        if rank != 0:
+            return 0
     print(f"wrote {args.out}")
     return 0
+
+
+STANDARD_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time", "p_lower", "n_used",
+                    "radius_l0", "radius_l1", "radius_l2", "radius_linf", "count_top"]
+
+
+def _parse_radii(text):
+    if text is None:
+        return None
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CliError(f"--radii must be comma-separated numbers, got {text!r}") from None
+    if not vals or any(not (v >= 0) or v == float("inf") for v in vals):
+        raise CliError(f"--radii must be finite numbers >= 0, got {text!r}")
+    return vals
+
+
+def _mode(args, radii) -> str:
+    chosen = [m for m, on in (("topk", args.top_k is not None), ("confidence", args.confidence_measure is not None),
+                              ("sequential", args.sequential), ("adaptive", args.adaptive)) if on]
+    if len(chosen) > 1:
+        raise CliError(f"choose one of --top-k, --confidence-measure, --sequential, --adaptive (got {chosen})")
+    mode = chosen[0] if chosen else "standard"
+    if mode == "sequential" and not radii:
+        raise CliError("--sequential needs --radii")
+    if mode == "topk" and args.top_k < 1:
+        raise CliError("--top-k must be >= 1")
+    if mode == "confidence" and args.confidence_measure not in ("score", "margin"):
+        raise CliError("--confidence-measure must be score or margin")
+    return mode
+
+
+def _radius_tag(r: float) -> str:
+    return f"{r:g}"
+
+
+def _mode_handlers(mode, args, smooth, radii):
+    """(log columns, function (x, label, seed) -> row dict without idx/label/time) for one mode."""
+    from ..logs import floor_str
+    from ..smoothing import ABSTAIN
+
+    def standard_fields(cert, label):
+        pred = cert.prediction
+        return {"predict": pred, "radius": floor_str(cert.radius), "correct": int(pred == label),
+                "p_lower": floor_str(cert.p_lower, 8), "n_used": cert.n_used,
+                **{f"radius_{k}": floor_str(cert.radii[k]) for k in ("l0", "l1", "l2", "linf")},
+                "count_top": int(cert.counts[pred]) if pred != ABSTAIN else int(cert.counts.max())}
+
+    if mode == "standard":
+        def one(x, label, seed):
+            return standard_fields(smooth.certify(x, args.n0, args.n, args.alpha, args.batch, seed=seed), label)
+        return STANDARD_COLUMNS, one
+    if mode in ("sequential", "adaptive"):
+        tags = [f"certified_{_radius_tag(r)}" for r in (radii or [])] if mode == "sequential" else []
+
+        def one(x, label, seed):
+            cert = smooth.certify(x, args.n0, args.n, args.alpha, args.batch, seed=seed, sequential=True,
+                                  max_n=args.n, radii=radii if mode == "sequential" else None,
+                                  mode="radii" if mode == "sequential" else "adaptive")
+            row = standard_fields(cert, label)
+            for r, tag in zip(radii or [], tags):
+                row[tag] = int(bool(cert.certified and cert.certified.get(float(r))) and cert.prediction == label)
+            return row
+        return STANDARD_COLUMNS + tags, one
+    if mode == "topk":
+        cols = ["idx", "label", "predict", "radius", "correct", "time", "p_lower", "n_used", "k"]
+
+        def one(x, label, seed):
+            cert = smooth.certify_topk(x, args.top_k, args.n0, args.n, args.alpha, args.batch, seed=seed)
+            pred = cert.prediction
+            class_radii = cert.extra.get("class_radii", {}) if pred != ABSTAIN else {}
+            r = float(class_radii.get(label, 0.0))
+            return {"predict": ",".join(map(str, pred)) if pred != ABSTAIN else -1, "radius": floor_str(r),
+                    "correct": int(label in class_radii and r > 0), "p_lower": floor_str(cert.p_lower, 8),
+                    "n_used": cert.n_used, "k": args.top_k}
+        return cols, one
+    if mode == "confidence":
+        from ..confidence import DEFAULT_RADII, certify_confidence, confidence_values, kumar_log_columns
+
+        rr = radii if radii else list(DEFAULT_RADII)
+        cols = kumar_log_columns(rr) + ["n_used"]
+
+        def one(x, label, seed):
+            cert = certify_confidence(smooth, x, args.n0, args.n, args.alpha, args.batch, seed=seed, radii=rr,
+                                      measure=args.confidence_measure)
+            return {"predict": cert.prediction, **confidence_values(cert), "correct": int(cert.prediction == label),
+                    "n_used": cert.n_used}
+        return cols, one
+    raise CliError(f"unknown mode {mode}")
+
+
+# ---------------------------------------------------------------- distributed certification
+def _dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) under torchrun (RANK / WORLD_SIZE), else (0, 1)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world < 1 or not 0 <= rank < world:
+        raise CliError(f"bad RANK={rank} / WORLD_SIZE={world}")
+    return rank, world
+
+
+def part_path(out, rank: int, world: int) -> str:
+    return f"{out}.part{rank}of{world}"
+
+
+def _finish_distributed(out, rank, world, columns, settings):
+    """All ranks wait (gloo barrier when torch.distributed can initialize); rank 0 merges the parts."""
+    import torch.distributed as dist
+
+    started = False
+    if dist.is_available() and not dist.is_initialized():
+        import os
+
+        if "MASTER_ADDR" in os.environ:
+            dist.init_process_group("gloo")
+            started = True
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    if rank == 0:
+        merge_parts(out, world, columns, settings)
+    if started:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def merge_parts(out, world: int, columns=None, settings=None) -> int:
+    """Merge ``out.part<r>of<world>`` logs into ``out`` (rows sorted by idx, each idx once), keeping rows
+    already in ``out``. Returns the number of rows written."""
+    import json
+    from pathlib import Path
+
+    from ..logs import LogWriter
+
+    parts = [Path(part_path(out, r, world)) for r in range(world)]
+    missing = [str(p) for p in parts if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"missing log parts: {', '.join(missing)}")
+    header, rows = None, {}
+    for p in parts:
+        lines = p.read_text().splitlines()
+        if not lines:
+            continue
+        h = lines[0].split("\t")
+        if header is None:
+            header = h
+        elif h != header:
+            raise ValueError(f"{p}: columns differ from the other parts")
+        for ln in lines[1:]:
+            if ln.strip():
+                rows.setdefault(int(ln.split("\t", 1)[0]), ln)
+    if header is None:
+        raise ValueError("no rows in the log parts")
+    if settings is None:
+        meta = Path(str(parts[0]) + ".json")
+        settings = json.loads(meta.read_text()) if meta.exists() else None
+    written = 0
+    with LogWriter(out, header, settings) as log:
+        for idx in sorted(rows):
+            if idx not in log.done:
+                log.f.write(rows[idx] + "\n")
+                log.done.add(idx)
+                written += 1
+        log.f.flush()
+    return written
