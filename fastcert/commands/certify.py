@@ -17,11 +17,14 @@ def add_arguments(p):
                    help="noise scale: Gaussian sigma, Laplace scale, uniform half-width (default: the model's)")
     p.add_argument("--alpha-keep", type=float, default=None, help="discrete noise: keep probability")
     p.add_argument("--K", type=int, default=None, help="discrete noise: levels - 1 (inputs on {0,1/K,...,1})")
-    p.add_argument("--n0", type=int, default=100, help="selection samples")
-    p.add_argument("--n", type=int, default=100_000, help="estimation samples")
+    # --N0/--N (Cohen et al.'s names) and --max-points also work under torchrun, whose own parser
+    # rejects --n and --max as ambiguous prefixes of its options
+    p.add_argument("--n0", "--N0", dest="n0", type=int, default=100, help="selection samples")
+    p.add_argument("--n", "--N", dest="n", type=int, default=100_000, help="estimation samples")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability")
     p.add_argument("--skip", type=int, default=1, help="certify every skip-th test point")
-    p.add_argument("--max", type=int, default=-1, help="stop after this many points (-1: all)")
+    p.add_argument("--max", "--max-points", dest="max", type=int, default=-1,
+                   help="stop after this many points (-1: all)")
     p.add_argument("--split", default="test", help="train | test")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--autocast", default=None, help="CUDA only: float16 | bfloat16 base-model autocast")
@@ -235,8 +238,12 @@ def _finish_distributed(out, rank, world, columns, settings):
         if "MASTER_ADDR" in os.environ:
             dist.init_process_group("gloo")
             started = True
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    if not (dist.is_available() and dist.is_initialized()):
+        # no process group (ranks started by hand): nobody knows when the others finish
+        print(f"rank {rank}: wrote {part_path(out, rank, world)}; merge the parts with "
+              f"`analyze {out} --merge {world}` when all ranks are done")
+        return
+    dist.barrier()
     if rank == 0:
         merge_parts(out, world, columns, settings)
     if started:
