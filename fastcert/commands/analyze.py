@@ -105,4 +105,35 @@ def _confidence_report(args) -> bool:
         for method in ("cdf", "exp"):
             accs = [certified_accuracy_at_confidence(lg, float(r), thr, method=method) for r in lg.radii]
             print(f"{method:<8} " + "  ".join(f"{a:6.3f}" for a in accs))
+    if args.plot:
+        _plot_confidence([read_kumar_log(p) for p in logs], args, args.plot)
+        print(f"wrote {args.plot}")
     return True
+
+
+def _plot_confidence(logs, args, path):
+    """Mean certified confidence bound (correctly classified points) against radius, CDF-based and
+    expectation-based, one pair of curves per log."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    labels = args.labels.split(",") if args.labels else [Path(lg.path).name for lg in logs]
+    for lab, lg in zip(labels, logs):
+        ok = np.asarray(lg.correct, dtype=bool)
+        if not ok.any():
+            continue
+        ax.plot(lg.radii, lg.cdf[ok].mean(0), "-o", ms=3, label=f"{lab} (CDF-based)")
+        ax.plot(lg.radii, lg.exp[ok].mean(0), "--", label=f"{lab} (expectation-based)")
+    ax.set_xlabel("l2 radius")
+    ax.set_ylabel("mean certified confidence (correct points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
