@@ -141,15 +141,17 @@ def test_uniform_l0_radius_brute_force():
 
 
 def test_derived_l0_brute_force():
-    """Gaussian: largest k with sqrt(k) < R; Laplace: largest k with k < R (box coordinates)."""
+    """Gaussian: largest k with sqrt(k) < R; Laplace: largest k with k < R (box coordinates); never
+    more than the d coordinates there are (p = 1 gives an infinite radius: all d)."""
+    d = 10
     for sigma in (0.25, 0.5, 1.0, 2.0):
-        ps = np.concatenate([np.linspace(0.51, 0.9999, 40), sp_norm.cdf(np.sqrt([1, 2, 4, 9]) / sigma)])
-        for p in ps[ps < 1.0]:  # p = 1: infinite radius, not handled by radii() (known gap)
+        ps = np.concatenate([np.linspace(0.51, 0.9999, 40), sp_norm.cdf(np.sqrt([1, 2, 4, 9]) / sigma), [1.0]])
+        for p in ps:
             r = Gaussian(sigma).radius(p)
-            assert Gaussian(sigma).radii(p, 10)["l0"] == max((k for k in range(0, 100) if math.sqrt(k) < r),
-                                                             default=0)
+            assert Gaussian(sigma).radii(p, d)["l0"] == min(d, max((k for k in range(0, 100) if math.sqrt(k) < r),
+                                                                   default=0))
             rl = Laplace(sigma).radius(p)
-            assert Laplace(sigma).radii(p, 10)["l0"] == max((k for k in range(0, 100) if k < rl), default=0)
+            assert Laplace(sigma).radii(p, d)["l0"] == min(d, max((k for k in range(0, 100) if k < rl), default=0))
 
 
 def test_discrete_derived_radii_brute_force_on_grid():
