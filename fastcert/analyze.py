@@ -168,3 +168,28 @@ def plot_compare(paths, out_prefix, labels=None, norms=("l1", "l2", "linf")) -> 
     if not written:
         raise ValueError("no log has radius_<norm> columns to compare")
     return written
+
+
+def plot_tradeoff(paths, out, labels=None, column: str = "radius") -> str:
+    """Clean accuracy against average certified radius, one point per log (the accuracy-robustness
+    trade-off of a sweep, e.g. ACERT over kappa). Returns the table as text."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = [read_log(p) for p in paths]
+    labels = list(labels) if labels else [Path(p).name for p in paths]
+    acc = [float(np.mean(lg["correct"])) if lg["_n"] else 0.0 for lg in logs]
+    acr = [average_certified_radius(lg, column) for lg in logs]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(acr, acc, "o-")
+    for a, r, lab in zip(acc, acr, labels):
+        ax.annotate(lab, (r, a), fontsize=8, textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel("average certified radius")
+    ax.set_ylabel("clean accuracy")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return format_table([[lab, a, r] for lab, a, r in zip(labels, acc, acr)], ["log", "clean acc", "ACR"])

@@ -30,6 +30,9 @@ def add_arguments(p):
     p.add_argument("--alpha", type=float, default=0.001, help="with --topk-counts: failure probability")
     p.add_argument("--confidence-threshold", type=float, default=None,
                    help="confidence logs: certified accuracy at this bound (default 0.5 score / 0 margin)")
+    p.add_argument("--tradeoff", default=None, metavar="PNG",
+                   help="plot clean accuracy against average certified radius, one point per log (e.g. one run "
+                        "per kappa)")
     p.add_argument("--merge", type=int, default=None, metavar="WORLD",
                    help="first merge LOG.part<r>of<WORLD> (a distributed certify run) into LOG")
 
@@ -67,6 +70,12 @@ def run(args) -> int:
             print(f"{log}: ACC@r (l0, thresholds {args.thresholds})")
             print("  ".join(f"r={r}: {acc[r]:.4f}" for r in rs))
         return 0
+    if args.tradeoff:
+        from ..analyze import plot_tradeoff
+
+        print(plot_tradeoff(args.logs, args.tradeoff, labels=args.labels.split(",") if args.labels else None,
+                            column=args.column))
+        print(f"wrote {args.tradeoff}")
     conf = _confidence_report(args)
     if conf:
         return 0
