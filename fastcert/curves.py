@@ -134,7 +134,7 @@ def class_distances(x, y, norms=("l1", "l2", "linf"), reference=None, *, grid="a
     if use_grid:
         q = np.ascontiguousarray(np.rint(xq * GRID_LEVELS).astype(np.uint8))
         r = q if reference is None else np.ascontiguousarray(np.rint(xr * GRID_LEVELS).astype(np.uint8))
-        scale = 1.0 / GRID_LEVELS
+        scale = float(GRID_LEVELS)
     else:
         q, r, scale = xq, xr, 1.0
     out = {}
@@ -160,7 +160,7 @@ def class_distances(x, y, norms=("l1", "l2", "linf"), reference=None, *, grid="a
              for k, v in res.items()}
         for k in ("inter", "intra"):
             v = np.sqrt(d[k]) if norm == "l2" else d[k]
-            d[k] = v * scale
+            d[k] = v / scale  # a division, so k/255 is the correctly rounded value
         if not return_index:
             d = {"inter": d["inter"], "intra": d["intra"]}
         out[norm] = d
@@ -409,7 +409,8 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
     x: (N, *input_shape) in [0, 1]; y: (N,) labels. Perturbed points stay in [0, 1].
     method: "linear" (exact, affine models only), "attack" (FAB-style, ``restarts`` random restarts of
     ``steps`` steps each, bisection refinement; upper bounds on d_p, the smallest over all runs kept and
-    its run logged in ``.attacks``), "exact" (MIP with HiGHS after the attack; small ReLU nets), "auto".
+    its run logged in ``.attacks``), "exact" (MILP with HiGHS after the attack, l1 and linf; small ReLU
+nets), "auto".
     certified: None, "ibp" (IBP-certified linf radius on a grid, also a valid lower bound for l1 and l2
     since those balls lie inside the linf ball), or a dict {norm: (N,) radii} you computed (e.g. smoothing).
     """
@@ -460,6 +461,8 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
         raise ValueError("method='linear' needs an affine model (Normalize/Flatten/Linear only)")
     if method == "exact" and layers is None:
         raise ValueError("method='exact' needs a chain of Linear/Conv2d/ReLU layers (see affine_relu_layers)")
+    if method == "exact" and "l2" in norms:
+        raise ValueError("method='exact' supports l1 and linf (MILPs); l2 would need a mixed-integer QP solver")
     use = "linear" if (method == "linear" or (method == "auto" and is_affine)) else method
     if use == "auto":
         use = "attack"

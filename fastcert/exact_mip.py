@@ -11,11 +11,14 @@ is solved to optimality. R is an upper bound on the answer (an attack's distance
 big-M constants (every l1/l2 ball of radius R lies in the linf ball of radius R). l1 and linf are MILPs;
 l2 is solved as a sequence of MILPs that minimize a polyhedral outer approximation t of ||z - x||_2
 (t >= u.(z - x) for unit vectors u, cuts added at each solution) until the best adversarial point's
-norm is within ``rel_gap`` of the lower bound t. Requires ``highspy``.
+norm is within ``rel_gap`` of the lower bound t, or time runs out (status "time_limit"; ``lower`` and
+``distance`` then bracket the answer). In 64 dimensions this outer approximation converges slowly, so
+:func:`fastcert.curve` offers ``method="exact"`` for l1 and linf only. Requires ``highspy``.
 """
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -199,8 +202,12 @@ def mip_min_perturbation(layers, x, y, norm, upper=None, time_limit=60.0, rel_ga
     best_z = sol[z].copy()
     best = float(np.linalg.norm(best_z - x, order))
     if norm == "l2":
+        t_start = time.perf_counter()
         for _ in range(max_cuts):
             if best <= lower * (1 + rel_gap) + 1e-12 or status != "optimal":
+                break
+            if time.perf_counter() - t_start > time_limit:
+                status = "time_limit"
                 break
             v = sol[z] - x
             nv = np.linalg.norm(v)
