@@ -306,12 +306,16 @@ def fab_attack(twin: _Twin, x0: torch.Tensor, y: torch.Tensor, norm: str, steps:
         logits, jac = logits.double(), jac.double()
         g = logits - logits[ar, y][:, None]  # (B, C): class j wins where g_j >= 0
         w = jac - jac[ar, y][:, None, :]  # (B, C, D)
-        est = (-g) / _dual_norm(w, norm).clamp_min(1e-12)  # linearized distance to each boundary
+        xd = x.double()
+        C = g.shape[1]
+        # distance to every linearized boundary, box included (the plain |g| / ||w||_dual of FAB ignores
+        # the box and then picks the wrong class near its faces); the nearest one is the target
+        steps_all, est = halfspace_step(w.reshape(B * C, D), -g.reshape(B * C), xd.repeat_interleave(C, 0), norm)
+        est = est.reshape(B, C)
         est[ar, y] = float("inf")
         j = est.argmin(1)
         wj, gj = w[ar, j], g[ar, j]
-        xd = x.double()
-        d_x, _ = halfspace_step(wj, -gj, xd, norm)  # from the current point
+        d_x = steps_all.reshape(B, C, D)[ar, j]  # from the current point
         # from the original point onto the same linearized boundary: w.(x0 + d - x) + g >= 0
         d_0, _ = halfspace_step(wj, -gj - (wj * (x0d - xd)).sum(1), x0d, norm)
         n_x, n_0 = lp_norm(d_x, norm), lp_norm(d_0, norm)

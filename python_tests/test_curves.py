@@ -1,0 +1,302 @@
+"""Minimal perturbations and robustness curves: exact affine case vs independent LP/QP solvers, every
+attack result re-checked in float64, attack vs MIP, MIP vs brute force in 2-D, persistence and errors."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linprog, minimize
+from torch import nn
+
+import fastcert
+from fastcert.attacks import affine_relu_layers
+from fastcert.curves import RobustnessCurve, croce_mat_model, load_curve
+from fastcert.exact_mip import mip_min_perturbation
+from fastcert.models import build_model
+
+pytest.importorskip("highspy")
+
+
+def _train(model, ds, epochs, lr=1e-2, seed=0):
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr)
+    for _ in range(epochs):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(ds.x), ds.y).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return fastcert.load_dataset("digits", "train"), fastcert.load_dataset("digits", "test")
+
+
+@pytest.fixture(scope="module")
+def linear_model(digits):
+    tr, _ = digits
+    torch.manual_seed(0)
+    m = nn.Sequential(fastcert.models.Normalize(tr.mean, tr.std), nn.Flatten(), nn.Linear(64, 10))
+    return _train(m, tr, 40)
+
+
+@pytest.fixture(scope="module")
+def relu_model(digits):
+    tr, _ = digits
+    torch.manual_seed(0)
+    return _train(build_model("mlp", tr.input_shape, 10, tr.mean, tr.std, hidden=(16, 16)), tr, 80)
+
+
+def _independent_min(W, b, x, y, norm):
+    """min over j != y of the box-constrained minimal-norm step to {f_j >= f_y}, by scipy (HiGHS LP / SLSQP)."""
+    D = x.size
+    f = W @ x + b
+    best = np.inf
+    bounds_d = [(-x[k], 1 - x[k]) for k in range(D)]
+    for j in range(W.shape[0]):
+        if j == y:
+            continue
+        w, c = W[j] - W[y], f[y] - f[j]
+        if np.sum(np.abs(w) * np.where(w > 0, 1 - x, x)) < c:
+            continue
+        if norm == "l2":
+            r = minimize(lambda v: v @ v, np.zeros(D), jac=lambda v: 2 * v, method="SLSQP", bounds=bounds_d,
+                         constraints=[{"type": "ineq", "fun": lambda v: w @ v - c, "jac": lambda v: w}],
+                         options={"ftol": 1e-15, "maxiter": 1000})
+            val = np.sqrt(r.fun)
+        else:
+            # variables delta (D) and s (D for l1, 1 for linf): |delta| <= s
+            ns = D if norm == "l1" else 1
+            A, ub = [], []
+            for k in range(D):
+                sk = k if norm == "l1" else 0
+                row = np.zeros(D + ns); row[k] = 1; row[D + sk] = -1; A.append(row); ub.append(0)
+                row = np.zeros(D + ns); row[k] = -1; row[D + sk] = -1; A.append(row); ub.append(0)
+            row = np.zeros(D + ns); row[:D] = -w; A.append(row); ub.append(-c)
+            r = linprog(np.r_[np.zeros(D), np.ones(ns)], A_ub=np.array(A), b_ub=np.array(ub),
+                        bounds=bounds_d + [(0, None)] * ns, method="highs")
+            val = r.fun
+        best = min(best, val)
+    return best
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+def test_linear_exact_distance(linear_model, digits, norm):
+    _, te = digits
+    x, y = te.x[:8], te.y[:8]
+    c = fastcert.curve(linear_model, x, y, norms=(norm,), method="linear", keep_adversarials=True)
+    assert c.meta["method"] == "linear"
+    (W, b), = affine_relu_layers(linear_model, (1, 8, 8))
+    W, b = W.numpy(), b.numpy()
+    m64 = copy.deepcopy(linear_model).double()
+    ordp = {"l1": 1, "l2": 2, "linf": np.inf}[norm]
+    for i in range(8):
+        xi = x[i].double().numpy().ravel()
+        d = c.distances[norm][i]
+        if int(linear_model(x[i:i + 1]).argmax()) != int(y[i]):
+            assert d == 0
+            continue
+        ref = _independent_min(W, b, xi, int(y[i]), norm)
+        tol = 1e-5 if norm == "l2" else 1e-7
+        assert abs(d - ref) <= tol * ref, (d, ref)
+        # d + tiny changes the class: the stored witness lies just past the boundary, inside the box
+        adv = c.adversarials[norm][i].double()
+        assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+        assert int(m64(adv[None]).argmax()) != int(y[i])
+        assert np.linalg.norm(adv.numpy().ravel() - xi, ordp) <= d * (1 + 1e-4) + 1e-6
+        # d - tiny does not: the point (1 - 1e-4) of the way along the same segment keeps the class, and
+        # the independent solver says nothing closer exists (checked above)
+        inner = torch.from_numpy(xi + (1 - 1e-3) * (adv.numpy().ravel() - xi)).reshape(1, 1, 8, 8)
+        assert int(m64(inner).argmax()) == int(y[i])
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+def test_attack_recovers_linear_distance(linear_model, digits, norm):
+    _, te = digits
+    x, y = te.x[:16], te.y[:16]
+    exact = fastcert.curve(linear_model, x, y, norms=(norm,), method="linear").distances[norm]
+    att = fastcert.curve(linear_model, x, y, norms=(norm,), method="attack", restarts=1, steps=30).distances[norm]
+    assert np.all(att >= exact * (1 - 1e-6))  # an attack can only be above the exact minimum
+    assert np.all(att <= exact * 1.01 + 1e-9), np.max(att / np.maximum(exact, 1e-12))
+
+
+def test_relu_attack_perturbations_are_real(relu_model, digits):
+    _, te = digits
+    x, y = te.x[:24], te.y[:24]
+    c = fastcert.curve(relu_model, x, y, method="attack", restarts=1, steps=30, keep_adversarials=True)
+    m64 = copy.deepcopy(relu_model).double()
+    pred = relu_model(x).argmax(1)
+    for norm in ("l1", "l2", "linf"):
+        d = c.distances[norm]
+        adv = c.adversarials[norm]
+        assert np.all((d == 0) == (pred != y).numpy())
+        ok = np.isfinite(d) & (d > 0)
+        assert ok.sum() >= 20  # the attack must find something for nearly all points
+        assert set(c.attacks[norm][ok]) <= {"fab", "fab-restart1"}
+        a = adv[torch.from_numpy(ok)]
+        assert float(a.min()) >= 0 and float(a.max()) <= 1
+        assert torch.all(m64(a.double()).argmax(1) != y[torch.from_numpy(ok)])  # float64 re-check
+        assert torch.all(relu_model(a).argmax(1) != y[torch.from_numpy(ok)])
+        sizes = torch.linalg.vector_norm((a.double() - x[torch.from_numpy(ok)].double()).flatten(1),
+                                         ord={"l1": 1, "l2": 2, "linf": float("inf")}[norm], dim=1)
+        np.testing.assert_allclose(sizes.numpy(), d[ok], rtol=1e-12)
+
+
+@pytest.mark.parametrize("norm,n", [("l1", 2), ("linf", 4)])
+def test_attack_vs_mip(relu_model, digits, norm, n):
+    _, te = digits
+    x, y = te.x[:n], te.y[:n]
+    ex = fastcert.curve(relu_model, x, y, norms=(norm,), method="exact", restarts=2, keep_adversarials=True)
+    da, de = ex.meta["attack_distances"][norm], ex.distances[norm]
+    ok = da > 0
+    assert np.all(de <= da * (1 + 1e-6) + 1e-9)  # the exact minimum is never above an attack's witness
+    assert np.all(ex.attacks[norm][ok] == "exact")
+    assert np.median(da[ok] / de[ok]) <= 1.05
+    # the MIP optimum is a real boundary point: some other logit reaches the true one (float64)
+    m64 = copy.deepcopy(relu_model).double()
+    logits = m64(ex.adversarials[norm].double())
+    top_other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    assert torch.all(top_other[torch.from_numpy(ok)] >= logits.gather(1, y[:, None])[:, 0][torch.from_numpy(ok)] - 1e-5)
+
+
+@pytest.mark.parametrize("norm", ["l1", "linf"])
+def test_mip_matches_brute_force_in_2d(norm):
+    g = np.linspace(0, 1, 801)
+    gx, gy = np.meshgrid(g, g)
+    pts = np.stack([gx.ravel(), gy.ravel()], 1)
+    for seed in range(100):  # a random net with at least two classes covering >= 10% of the square each
+        torch.manual_seed(seed)
+        centre = nn.Linear(2, 2)  # x -> 4x - 2 (composed with the next affine map by affine_relu_layers)
+        with torch.no_grad():
+            centre.weight.copy_(4 * torch.eye(2))
+            centre.bias.fill_(-2.0)
+        net = nn.Sequential(centre, nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+        with torch.no_grad():
+            cls = net(torch.from_numpy(pts).float()).argmax(1).numpy()
+        if np.sort(np.bincount(cls, minlength=3))[-2] >= 0.1 * len(cls):
+            break
+    layers = [(W.numpy(), b.numpy()) for W, b in affine_relu_layers(net, (2,))]
+    assert len(layers) == 3
+    rng = np.random.default_rng(0)
+    checked = 0
+    for x in rng.random((12, 2)):
+        y = int(net(torch.from_numpy(x).float()[None]).argmax())
+        other = pts[cls != y]
+        if len(other) == 0:
+            continue
+        brute = np.linalg.norm(other - x, {"l1": 1, "linf": np.inf}[norm], axis=1).min()
+        r = mip_min_perturbation(layers, x, y, norm)
+        assert r["status"] == "optimal"
+        assert abs(r["distance"] - brute) <= 2.5e-3, (r["distance"], brute)  # grid spacing 1/800 (x2 for l1)
+        checked += 1
+    assert checked >= 6
+
+
+def test_curve_object_save_load_plot(tmp_path, relu_model, digits):
+    _, te = digits
+    c = fastcert.curve(relu_model, te.x[:10], te.y[:10], norms=("l2", "linf"), restarts=0, steps=20, label="net")
+    d = c.distances["l2"]
+    assert c.at(0.0, "l2") == pytest.approx(np.mean(d <= 0))
+    eps = np.array([0.0, np.median(d), np.inf])
+    np.testing.assert_allclose(c.at(eps, "l2"), [np.mean(d <= e) for e in eps])
+    assert np.all(np.diff(c.at(np.linspace(0, 3, 50), "l2")) >= 0)
+    for ext in ("npz", "csv"):
+        p = tmp_path / f"c.{ext}"
+        c.save(p)
+        back = load_curve(p)
+        assert back.norms == c.norms and back.label == "net"
+        for n in c.norms:
+            np.testing.assert_array_equal(back.distances[n], c.distances[n])
+            assert list(back.attacks[n]) == list(c.attacks[n])
+    fig = c.plot(tmp_path / "f.png", others=[back])
+    assert (tmp_path / "f.png").stat().st_size > 1000
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    with pytest.raises(ValueError, match="norm"):
+        c.at(0.1, "l1")
+    with pytest.raises(FileNotFoundError):
+        load_curve(tmp_path / "missing.npz")
+
+
+def test_failed_attack_counts_as_inf():
+    # a constant classifier: no point of the box changes its class, every distance must be +inf
+    class Const(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+            with torch.no_grad():
+                self.lin.weight.zero_()
+                self.lin.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+
+        def forward(self, x):
+            return self.lin(x.flatten(1))
+
+    x = torch.rand(5, 4)
+    c = fastcert.curve(Const(), x, torch.zeros(5, dtype=torch.long), method="attack", restarts=1, steps=5)
+    for n in c.norms:
+        assert np.all(np.isinf(c.distances[n])) and set(c.attacks[n]) == {"failed"}
+        assert c.at(1e9, n) == 0.0
+
+
+def _has_ibp():
+    try:
+        from fastcert.ibp import ibp_bounds  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ibp(), reason="IBP engine (fastcert.ibp.ibp_bounds) not available yet")
+def test_certified_band_below_attack(relu_model, digits):
+    _, te = digits
+    c = fastcert.curve(relu_model, te.x[:20], te.y[:20], norms=("l2", "linf"), restarts=1, steps=30, certified="ibp")
+    for n in c.norms:
+        assert np.all(c.certified[n] <= c.distances[n])
+        eps = np.linspace(0, 1, 30)
+        assert np.all(c.certified_at(eps, n) >= c.at(eps, n))
+
+
+def test_croce_mat_loader(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    W1, b1, W2, b2 = rng.normal(size=(64, 20)), rng.normal(size=20), rng.normal(size=(20, 10)), rng.normal(size=10)
+    savemat(tmp_path / "m.mat", {"U1": W1, "bU1": b1[None], "U2": W2, "bU2": b2[None]})
+    m = croce_mat_model(tmp_path / "m.mat", input_shape=(1, 8, 8), num_classes=10)
+    x = rng.random((5, 64))
+    ref = np.maximum(x @ W1 + b1, 0) @ W2 + b2
+    np.testing.assert_allclose(m(torch.from_numpy(x).float().reshape(5, 1, 8, 8)).detach().numpy(), ref, rtol=1e-4, atol=1e-4)
+    with pytest.raises(FileNotFoundError):
+        croce_mat_model(tmp_path / "none.mat")
+    savemat(tmp_path / "bad.mat", {"foo": W1})
+    with pytest.raises(ValueError, match="no layer weights"):
+        croce_mat_model(tmp_path / "bad.mat")
+
+
+def test_bad_input(relu_model, linear_model, digits):
+    _, te = digits
+    x, y = te.x[:3], te.y[:3]
+    with pytest.raises(ValueError, match="norms"):
+        fastcert.curve(relu_model, x, y, norms=("l0",))
+    with pytest.raises(ValueError, match="method"):
+        fastcert.curve(relu_model, x, y, method="pgd")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fastcert.curve(relu_model, x * 3, y)
+    with pytest.raises(ValueError, match="NaN"):
+        fastcert.curve(relu_model, torch.full_like(x, float("nan")), y)
+    with pytest.raises(ValueError, match="y must"):
+        fastcert.curve(relu_model, x, y[:2])
+    with pytest.raises(ValueError, match="labels in"):
+        fastcert.curve(relu_model, x, torch.tensor([0, 1, 11]))
+    with pytest.raises(ValueError, match="affine"):
+        fastcert.curve(relu_model, x, y, method="linear")
+    with pytest.raises(ValueError, match="l2"):
+        fastcert.curve(relu_model, x, y, method="exact", norms=("l2",))
+    with pytest.raises(ValueError, match="restarts"):
+        fastcert.curve(relu_model, x, y, restarts=-1)
+    with pytest.raises(TypeError, match="model"):
+        fastcert.curve("model.pt", x, y)
+    with pytest.raises(ValueError, match="certified"):
+        fastcert.curve(linear_model, x, y, norms=("l2",), certified={"l2": np.array([0.1, -1.0, 0.2])})
+    with pytest.raises(ValueError, match="certified"):
+        fastcert.curve(linear_model, x, y, certified="smoothing")
