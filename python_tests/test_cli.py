@@ -137,3 +137,12 @@ def test_train_bad_input(tmp_path):
     assert r.returncode == 2 and "--method" in r.stderr
     r = cli("train", "--dataset", "mnist", "--out", tmp_path / "m.pt")
     assert r.returncode == 2 and "path" in r.stderr
+
+
+def test_bench_table_runs(capsys):
+    """`bench` prints one row per kernel with both timings and a speed-up."""
+    assert main(["bench"]) == 0
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if "speed-up" in ln]
+    assert len(rows) >= 5
+    assert any("noise into batch (gaussian" in r for r in rows) and any("l0 thresholds" in r for r in rows)

@@ -22,6 +22,8 @@ int max_threads() {
 
 namespace {
 
+constexpr int64_t kParallelMinWork = 1 << 16;
+
 // One sample row of a continuous noise: rows are independent, so OpenMP splits over rows and the
 // compiler vectorizes over groups (all four stores are unit-stride thanks to the slice layout).
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -129,7 +131,9 @@ void discrete_row(const float* x, int64_t D, float* row, uint64_t seed, uint32_t
 template <bool ADD_X>
 void sample_impl(const float* x, int64_t D, float* out, int64_t B, uint64_t seed, uint32_t stream,
                  uint64_t start, const NoiseParams& p) {
-#pragma omp parallel for schedule(static)
+  // Below ~64k numbers a parallel region costs more than it saves (thread wake-up, and busy-waiting
+  // threads that compete with the model's own threads on a small machine): run those serially.
+#pragma omp parallel for schedule(static) if (B * D >= kParallelMinWork)
   for (int64_t s = 0; s < B; ++s) {
     float* row = out + s * D;
     const uint64_t sample = start + static_cast<uint64_t>(s);
@@ -183,7 +187,7 @@ int64_t count_argmax_conf_cpu(const T* logits, int64_t B, int64_t C, int64_t* co
   int64_t nan_rows = 0;
   const int nt = max_threads();
   std::vector<int64_t> local(static_cast<size_t>(nt) * static_cast<size_t>(C), 0);
-#pragma omp parallel reduction(+ : nan_rows)
+#pragma omp parallel reduction(+ : nan_rows) if (B * C >= kParallelMinWork)
   {
 #ifdef FASTCERT_OPENMP
     const int tid = omp_get_thread_num();
