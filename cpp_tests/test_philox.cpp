@@ -5,18 +5,11 @@
 #include <cstdlib>
 
 #include "common/philox.h"
+#include "expect.h"
 #include "sampling/noise_math.h"
 
 using namespace fastcert;
 
-static int failures = 0;
-#define EXPECT(cond)                                                  \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      std::fprintf(stderr, "%s:%d: EXPECT failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                     \
-    }                                                                 \
-  } while (0)
 
 static void kat(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1, uint32_t e0,
                 uint32_t e1, uint32_t e2, uint32_t e3) {

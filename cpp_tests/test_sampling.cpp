@@ -5,18 +5,11 @@
 #include <limits>
 #include <vector>
 
+#include "expect.h"
 #include "sampling/sampling.h"
 
 using namespace fastcert;
 
-static int failures = 0;
-#define EXPECT(cond)                                                                  \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
-      std::fprintf(stderr, "%s:%d: EXPECT failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                                     \
-    }                                                                                 \
-  } while (0)
 
 int main() {
   const float nan = std::numeric_limits<float>::quiet_NaN();

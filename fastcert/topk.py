@@ -55,7 +55,7 @@ import numpy as np
 from scipy.special import log_ndtr, ndtri
 from scipy.stats import beta as _beta
 
-from .noise import Gaussian, Laplace, _l0_from_l1, _l0_from_l2
+from .noise import Gaussian, Laplace, _check_positive, _l0_from_l1, _l0_from_l2
 from .stats import check_alpha
 
 __all__ = [
@@ -83,13 +83,7 @@ def _check_k(k) -> int:
 
 
 def _check_scale(name, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return v
+    return _check_positive(name, value)
 
 
 def _check_counts_matrix(counts, name="counts") -> np.ndarray:
