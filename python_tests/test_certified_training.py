@@ -59,8 +59,8 @@ def digits():
 def ibp_model(digits):
     train, _ = digits
     m = build_model("cnn_ibp", train.input_shape, 10, train.mean, train.std)
-    return train_certified(m, train, "ibp", eps=0.1, kappa=0.5, epochs=6, batch_size=128, lr=2e-3, seed=0,
-                           warmup_epochs=1, progress=False, log=lambda *_: None)
+    return train_certified(m, train, "ibp", eps=0.1, kappa=0.5, epochs=20, batch_size=64, lr=3e-3, seed=0,
+                           warmup_epochs=2, progress=False, log=lambda *_: None)
 
 
 def test_root_finder_is_tight(ibp_model, digits):
@@ -83,7 +83,7 @@ def test_ibp_training_beats_normal_training(ibp_model, digits):
     normal = build_model("cnn_ibp", train.input_shape, 10, train.mean, train.std)
     from fastcert.training import train as plain_train
 
-    plain_train(normal, train, method="none", epochs=6, batch_size=128, lr=2e-3, seed=0, progress=False,
+    plain_train(normal, train, method="none", epochs=20, batch_size=64, lr=3e-3, seed=0, progress=False,
                 log=lambda *_: None)
     ev_ibp = evaluate_certified(ibp_model, test, [0.1])
     ev_norm = evaluate_certified(normal, test, [0.1])
@@ -95,8 +95,8 @@ def test_ibp_training_beats_normal_training(ibp_model, digits):
 def test_acert_runs_and_certifies(digits):
     train, test = digits
     m = build_model("cnn_ibp", train.input_shape, 10, train.mean, train.std)
-    train_certified(m, train, "acert", eps=0.1, kappa=0.3, epochs=3, batch_size=128, lr=2e-3, seed=0,
-                    warmup_epochs=0.5, progress=False, log=lambda *_: None)
+    train_certified(m, train, "acert", eps=0.1, kappa=0.3, epochs=12, batch_size=64, lr=3e-3, seed=0,
+                    warmup_epochs=2, progress=False, log=lambda *_: None)
     ev = evaluate_certified(m, test, [0.05, 0.1])
     assert ev["clean"] > 0.5 and ev["certified"][0.05] > 0.2 and ev["acr"] > 0.01
 
