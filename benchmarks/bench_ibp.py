@@ -1,0 +1,117 @@
+"""IBP on the CIFAR CNN-7 (17M parameters, batch 128): fastcert's torch path (center-radius, C folded)
+against the straightforward lower/upper implementation with W+ / W- splits, and against one plain
+forward pass (the floor); and an ACERT training step against an IBP training step.
+
+Run: pytest benchmarks/bench_ibp.py --benchmark-enable --benchmark-group-by=group
+Targets: CPU torch path within 2.5x of one forward pass (issue 6); ACERT step <= 4x IBP step (issue 7).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fastcert
+from fastcert.certified_training import margin_lower_bounds, robust_loss, certified_radius
+from fastcert.models import build_model
+
+BATCH = 128
+
+
+@pytest.fixture(scope="module")
+def cnn7():
+    torch.manual_seed(0)
+    m = build_model("cnn7", (3, 32, 32), 10, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)).eval()
+    return m, torch.rand(BATCH, 3, 32, 32)
+
+
+def naive_ibp(model, x, eps):
+    """Textbook interval arithmetic: lower/upper through every layer, W+ and W- products."""
+    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    for m in model.modules():
+        if isinstance(m, (nn.Sequential,)):
+            continue
+        if isinstance(m, fastcert.models.Normalize):
+            lo, hi = m(lo), m(hi)
+        elif isinstance(m, nn.Conv2d):
+            wp, wn = m.weight.clamp(min=0), m.weight.clamp(max=0)
+            conv = lambda t, w: F.conv2d(t, w, None, m.stride, m.padding)  # noqa: E731
+            b = m.bias.view(1, -1, 1, 1)
+            lo, hi = conv(lo, wp) + conv(hi, wn) + b, conv(hi, wp) + conv(lo, wn) + b
+        elif isinstance(m, nn.Linear):
+            wp, wn = m.weight.clamp(min=0), m.weight.clamp(max=0)
+            lo, hi = lo @ wp.T + hi @ wn.T + m.bias, hi @ wp.T + lo @ wn.T + m.bias
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            s = m.weight / torch.sqrt(m.running_var + m.eps)
+            t = m.bias - m.running_mean * s
+            shape = (1, -1, 1, 1) if lo.dim() == 4 else (1, -1)
+            s, t = s.view(shape), t.view(shape)
+            a, b = lo * s + t, hi * s + t
+            lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        elif isinstance(m, nn.ReLU):
+            lo, hi = lo.clamp(min=0), hi.clamp(min=0)
+        elif isinstance(m, nn.Flatten):
+            lo, hi = m(lo), m(hi)
+    return lo, hi
+
+
+@pytest.mark.benchmark(group="IBP CNN-7 batch 128 (CPU)")
+def test_forward_floor(benchmark, cnn7):
+    m, x = cnn7
+    with torch.no_grad():
+        benchmark.pedantic(m, args=(x,), rounds=3, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group="IBP CNN-7 batch 128 (CPU)")
+def test_ibp_fastcert_torch(benchmark, cnn7):
+    m, x = cnn7
+    with torch.no_grad():
+        lo, hi = benchmark.pedantic(fastcert.ibp_bounds, args=(m, x, 2 / 255), kwargs={"backend": "torch"},
+                                    rounds=3, iterations=1, warmup_rounds=1)
+        nlo, nhi = naive_ibp(m, x, 2 / 255)
+    assert torch.allclose(lo, nlo, rtol=1e-4, atol=1e-3 * float(nhi.abs().max()))
+
+
+@pytest.mark.benchmark(group="IBP CNN-7 batch 128 (CPU)")
+def test_ibp_naive_reference(benchmark, cnn7):
+    m, x = cnn7
+    with torch.no_grad():
+        benchmark.pedantic(naive_ibp, args=(m, x, 2 / 255), rounds=3, iterations=1, warmup_rounds=1)
+
+
+@pytest.fixture(scope="module")
+def small_train():
+    torch.manual_seed(0)
+    m = build_model("cnn_ibp", (1, 28, 28), 10)
+    x = torch.rand(256, 1, 28, 28)
+    y = torch.randint(0, 10, (256,))
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
+    return m, x, y, opt
+
+
+def _ibp_step(m, x, y, opt):
+    loss = robust_loss(margin_lower_bounds(m, x, y, 0.1, 10)) + F.cross_entropy(m(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def _acert_step(m, x, y, opt):
+    m.eval()
+    eps_i = certified_radius(m, x, y, 10, cap=0.1, tol=1e-3)
+    m.train()
+    loss = robust_loss(margin_lower_bounds(m, x, y, eps_i, 10)) + F.cross_entropy(m(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+@pytest.mark.benchmark(group="training step cnn_ibp 28x28 batch 256 (CPU)")
+def test_ibp_step(benchmark, small_train):
+    benchmark.pedantic(_ibp_step, args=small_train, rounds=5, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group="training step cnn_ibp 28x28 batch 256 (CPU)")
+def test_acert_step(benchmark, small_train):
+    benchmark.pedantic(_acert_step, args=small_train, rounds=5, iterations=1, warmup_rounds=1)
