@@ -39,7 +39,13 @@ def run(args) -> int:
         raise CliError("--epochs must be >= 1")
     if args.batch < 1:
         raise CliError("--batch must be >= 1")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    import os
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 and "MASTER_ADDR" in os.environ
+    if distributed:
+        if args.method not in CERTIFIED_METHODS:
+            raise CliError("data-parallel training (torchrun) is supported for --method ibp and acert")
+        torch.distributed.init_process_group("gloo" if args.device == "cpu" else "nccl")
     train_set = load_dataset(args.dataset, "train")
     if args.max_train is not None:
         if args.max_train < 1:
@@ -52,6 +58,11 @@ def run(args) -> int:
     model = train(args.arch, train_set, method=args.method, sigma=args.sigma, alpha_keep=args.alpha_keep, K=args.K,
                   epochs=args.epochs, batch_size=args.batch, lr=args.lr, weight_decay=args.weight_decay,
                   seed=args.seed, device=args.device, out=args.out, progress=not args.quiet, **kw)
+    if distributed:
+        rank = torch.distributed.get_rank()
+        torch.distributed.destroy_process_group()
+        if rank != 0:
+            return 0
     acc = evaluate(model, test_set, device=args.device)
     print(f"clean test accuracy {acc:.4f} ({len(test_set)} points); checkpoint {args.out}")
     return 0
