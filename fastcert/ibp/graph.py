@@ -75,8 +75,8 @@ def trace(module: nn.Module, name: str = "") -> list[Op]:
     if isinstance(module, nn.Conv2d):
         if module.padding_mode != "zeros":
             raise _unsupported(module, name, f"padding_mode={module.padding_mode!r} (only 'zeros')")
-        if isinstance(module.padding, str) and module.padding not in ("valid", "same"):
-            raise _unsupported(module, name, f"padding={module.padding!r}")
+        if isinstance(module.padding, str):
+            raise _unsupported(module, name, f"padding={module.padding!r} (give the padding as integers)")
         return [Op("conv", name, module)]
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         return [Op("chaffine", name, module)]

@@ -1,0 +1,198 @@
+"""``ibp_bounds``: validation and dispatch between the torch path, the Triton path and CROWN-IBP."""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import nn
+
+from . import crown
+from .graph import clean_forward, needs_clean_pass, trace
+from .torch_path import propagate
+
+NORMS = ("linf", "l2", "l1")
+BACKENDS = ("auto", "torch", "triton")
+METHODS = ("ibp", "crown-ibp")
+
+
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _interpret_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _check_eps(eps, x: torch.Tensor) -> torch.Tensor:
+    B = x.shape[0]
+    if isinstance(eps, torch.Tensor):
+        e = eps.detach() if not eps.requires_grad else eps
+        if e.dim() == 0:
+            e = e.reshape(1).expand(B)
+        elif e.shape != (B,):
+            raise ValueError(f"eps must be a scalar or a tensor of shape ({B},) (one per sample), got {tuple(eps.shape)}")
+        if not e.dtype.is_floating_point:
+            e = e.to(x.dtype)
+        e = e.to(device=x.device, dtype=x.dtype)
+    else:
+        try:
+            v = float(eps)
+        except (TypeError, ValueError):
+            raise TypeError(f"eps must be a number or a tensor, got {type(eps).__name__}") from None
+        e = torch.full((B,), v, dtype=x.dtype, device=x.device)
+    if not bool(torch.isfinite(e).all()):
+        raise ValueError("eps must be finite")
+    if bool((e < 0).any()):
+        raise ValueError(f"eps must be >= 0, got min {float(e.min())}")
+    return e
+
+
+def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: torch.Tensor | None = None,
+               x_min: float = 0.0, x_max: float = 1.0, backend: str = "auto", method: str = "ibp"):
+    """Bounds on the outputs of ``model`` over every input within ``eps`` of ``x``.
+
+    model: ``nn.Sequential``-style network (Linear, Conv2d, ReLU, BatchNorm1d/2d, Flatten,
+        AvgPool2d, AdaptiveAvgPool2d, Identity, eval-mode Dropout, fastcert.models.Normalize) or a
+        residual one (fastcert.models.BasicBlock / CifarResNet, or fastcert.ibp.Residual). Other
+        layers raise ``UnsupportedLayerError`` (a TypeError) naming the layer. BatchNorm in eval mode
+        uses its running statistics; in train mode it normalizes the bounds with the mean and biased
+        variance of the clean batch ``x`` (what ``model(x)`` uses), without updating running
+        statistics: the bounds are those of the network frozen to the clean-batch statistics.
+    x: (B, ...) clean inputs in [x_min, x_max]; float32 or float64 on the model's device.
+    eps: perturbation size, a number or a tensor of shape (B,) (one per sample).
+    norm: "linf" | "l2" | "l1". The input set is the eps-ball intersected with [x_min, x_max]. IBP
+        bounds the l2/l1 ball by its enclosing box (sound, loose); CROWN-IBP also concretizes over
+        the ball with the dual norm and keeps the tighter bound.
+    C: optional specification (B, m, num_classes), e.g. rows e_y - e_j; the bounds are then on C f(x),
+        with C folded into the last Linear layer (tighter than combining logit bounds).
+    x_min, x_max: the input domain; the box [x - eps, x + eps] is clipped to it before any layer
+        (before input normalization). Use -inf / inf for no clipping.
+    backend: "torch" (reference, differentiable), "triton" (fused kernels; CUDA tensors, or CPU
+        tensors under TRITON_INTERPRET=1; inference only) or "auto" (Triton on CUDA tensors when it
+        is importable and no gradient is needed, torch otherwise).
+    method: "ibp" | "crown-ibp" (IBP intermediate bounds + a backward CROWN pass from the output;
+        torch path only).
+
+    Returns (lower, upper), each (B, num_classes), or (B, m) with C. Computed in x's dtype with
+    ordinary rounding: sound up to floating-point error (about 1e-6 relative in float32).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"x must be float32 or float64, got {x.dtype}")
+    if x.dim() < 2 or x.shape[0] < 1 or x[0].numel() < 1:
+        raise ValueError(f"x must have shape (B, ...) with B >= 1, got {tuple(x.shape)}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    try:
+        x_min, x_max = float(x_min), float(x_max)
+    except (TypeError, ValueError):
+        raise TypeError("x_min and x_max must be numbers") from None
+    if math.isnan(x_min) or math.isnan(x_max) or not x_min <= x_max:
+        raise ValueError(f"need x_min <= x_max, got x_min={x_min}, x_max={x_max}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or infinite values")
+    if bool((x < x_min).any()) or bool((x > x_max).any()):
+        raise ValueError(f"x must lie in [x_min, x_max] = [{x_min}, {x_max}], got values in "
+                         f"[{float(x.min())}, {float(x.max())}]")
+    for p in list(model.parameters())[:1] + list(model.buffers())[:1]:
+        if p.device != x.device:
+            raise ValueError(f"x is on {x.device} but the model is on {p.device}")
+    e = _check_eps(eps, x)
+    if C is not None:
+        if not isinstance(C, torch.Tensor):
+            raise TypeError(f"C must be a torch.Tensor or None, got {type(C).__name__}")
+        if C.dim() != 3 or C.shape[0] != x.shape[0] or C.shape[1] < 1:
+            raise ValueError(f"C must have shape (B, m, num_classes) with B = {x.shape[0]}, got {tuple(C.shape)}")
+        if not bool(torch.isfinite(C).all()):
+            raise ValueError("C contains NaN or infinite values")
+        C = C.to(device=x.device, dtype=x.dtype)
+
+    ops = trace(model)
+    if not ops:
+        raise ValueError("model has no layers")
+
+    need_grad = torch.is_grad_enabled() and (
+        x.requires_grad or e.requires_grad or (C is not None and C.requires_grad)
+        or any(p.requires_grad for p in model.parameters()))
+    if C is not None and ops[-1].kind == "linear" and C.shape[2] != ops[-1].module.out_features:
+        raise ValueError(f"C must have shape (B, m, {ops[-1].module.out_features}) to match the model's outputs, "
+                         f"got {tuple(C.shape)}")
+    use_triton = False
+    if backend == "triton":
+        if method != "ibp":
+            raise ValueError("backend='triton' supports method='ibp' only (CROWN-IBP runs on the torch path)")
+        if not _triton_importable():
+            raise ValueError("backend='triton' needs the triton package (see fastcert.build_info())")
+        if x.device.type == "cpu" and not _interpret_enabled():
+            raise ValueError("backend='triton' needs CUDA tensors (x is on the CPU); set TRITON_INTERPRET=1 "
+                             "to run the kernels in Triton's interpreter")
+        if x.dtype != torch.float32:
+            raise TypeError(f"backend='triton' computes in float32, got x of dtype {x.dtype}")
+        if need_grad:
+            raise ValueError("backend='triton' has no backward pass: use backend='torch' (or 'auto') for "
+                             "gradients, or call under torch.no_grad()")
+        use_triton = True
+    elif backend == "auto":
+        use_triton = (method == "ibp" and x.device.type == "cuda" and x.dtype == torch.float32 and not need_grad
+                      and _triton_importable())
+
+    # per-sample eps broadcast over the input; the clipped box
+    eb = e.view(-1, *([1] * (x.dim() - 1)))
+    stats: dict = {}
+    if needs_clean_pass(ops):
+        if use_triton:
+            with torch.no_grad():
+                clean_forward(ops, x, stats)
+        else:
+            clean_forward(ops, x, stats)
+
+    if use_triton:
+        from .triton_path import propagate_triton
+
+        with torch.no_grad():
+            c, r = propagate_triton(ops, x, e.float(), x_min, x_max, stats,
+                                    interpret=_interpret_enabled(), spec=C)
+        return c - r, c + r
+
+    lo_in = torch.clamp(x - eb, min=x_min)
+    hi_in = torch.clamp(x + eb, max=x_max)
+    c0, r0 = (hi_in + lo_in) * 0.5, (hi_in - lo_in) * 0.5
+    if method == "ibp":
+        fold = C is not None and ops[-1].kind == "linear"
+        c, r = propagate(ops, c0, r0, stats, spec=C, fold_last=fold)
+        if C is not None and not fold:
+            _check_spec(C, c)
+            c, r = torch.einsum("bmo,bo->bm", C, c), torch.einsum("bmo,bo->bm", C.abs(), r)
+        return c - r, c + r
+
+    # CROWN-IBP
+    record: dict = {}
+    c, r = propagate(ops, c0, r0, stats, record=record)
+    if c.dim() != 2:
+        raise ValueError(f"crown-ibp needs a (B, num_classes) output, got {tuple(c.shape)}")
+    if C is None:
+        C = torch.eye(c.shape[1], dtype=c.dtype, device=c.device).expand(c.shape[0], -1, -1)
+    _check_spec(C, c)
+    m = C.shape[1]
+    lam = torch.cat([C, -C], 1)
+    bias = torch.zeros(lam.shape[:2], dtype=c.dtype, device=c.device)
+    lam, bias = crown.backward(ops, lam, bias, record, stats)
+    low = crown.concretize(lam, bias, x, lo_in, hi_in, e, norm)
+    return low[:, :m], -low[:, m:]
+
+
+def _check_spec(C, c):
+    if c.dim() != 2 or C.shape[2] != c.shape[1]:
+        raise ValueError(f"C must have shape (B, m, {c.shape[-1]}) to match the model's outputs, got {tuple(C.shape)}")
