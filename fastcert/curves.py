@@ -245,10 +245,12 @@ class RobustnessCurve:
         """Upper bound on :meth:`at` from certified lower bounds: fraction NOT certified at eps."""
         if norm not in self.certified:
             raise ValueError(f"no certified bounds for norm {norm!r}")
-        r = np.sort(self.certified[norm])
+        r = np.asarray(self.certified[norm], dtype=np.float64)
         e = np.asarray(eps, dtype=np.float64)
-        frac = np.searchsorted(r, e, side="left") / max(len(r), 1)  # r < eps: not certified at eps
-        return float(frac) if frac.ndim == 0 else frac
+        # not certified at eps: r < eps, and every point without any certificate (r = 0, which covers
+        # the misclassified points whose distance 0 counts in at(0))
+        frac = np.mean((r[:, None] < e.reshape(1, -1)) | (r[:, None] <= 0), axis=0)
+        return float(frac[0]) if e.ndim == 0 else frac.reshape(e.shape)
 
     def accuracy(self) -> float:
         d = next(iter(self.distances.values()))
