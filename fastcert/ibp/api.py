@@ -65,9 +65,10 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
         statistics: the bounds are those of the network frozen to the clean-batch statistics.
     x: (B, ...) clean inputs in [x_min, x_max]; float32 or float64 on the model's device.
     eps: perturbation size, a number or a tensor of shape (B,) (one per sample).
-    norm: "linf" | "l2" | "l1". The input set is the eps-ball intersected with [x_min, x_max]. IBP
-        bounds the l2/l1 ball by its enclosing box (sound, loose); CROWN-IBP also concretizes over
-        the ball with the dual norm and keeps the tighter bound.
+    norm: "linf" | "l2" | "l1". The input set is the eps-ball intersected with [x_min, x_max].
+        "l2" and "l1" need method="crown-ibp": its intermediate IBP bounds use the enclosing linf
+        box, and the final linear bound is minimized over both the box and the ball (dual norm),
+        keeping the tighter of the two sound bounds.
     C: optional specification (B, m, num_classes), e.g. rows e_y - e_j; the bounds are then on C f(x),
         with C folded into the last Linear layer (tighter than combining logit bounds).
     x_min, x_max: the input domain; the box [x - eps, x + eps] is clipped to it before any layer
@@ -95,6 +96,9 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if norm != "linf" and method != "crown-ibp":
+        raise ValueError(f"norm={norm!r} needs method='crown-ibp' (IBP would only bound the ball by its "
+                         "enclosing linf box: call it with norm='linf' for that)")
     try:
         x_min, x_max = float(x_min), float(x_max)
     except (TypeError, ValueError):
