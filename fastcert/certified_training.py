@@ -19,7 +19,7 @@ Schedule (Shi et al.): ``warmup_epochs`` clean epochs, then eps grows smoothly o
 (exponential for the first quarter, then linear: Shi et al.'s SmoothedScheduler shape), then stays at
 eps. IBP initialization: every weight but the last layer's ~ N(0, 2 pi / fan_in^2). During the ramp
 the regularizers of Shi et al. (bound tightness and ReLU balance, weight lambda (1 - eps_t / eps))
-are added when the IBP engine exposes intermediate bounds. Adam, one-cycle learning rate, gradient
+are added to the IBP loss (:func:`warmup_regularizer`). Adam, one-cycle learning rate, gradient
 norm clipping. Distributed data parallel via torch.distributed (gloo on the CPU).
 """
 from __future__ import annotations
@@ -100,6 +100,46 @@ def certified_radius(model, x, y, num_classes: int, cap: float, tol: float = 1e-
     return out
 
 
+def warmup_regularizer(model, x, eps, tol: float = 0.5) -> torch.Tensor:
+    """The two warm-up regularizers of Shi et al. 2021, averaged over the ReLU layers.
+
+    Tightness: with t_0 the mean radius of the input box and t the mean radius of a ReLU's
+    pre-activation box, penalize relu(tol - t_0 / t) / tol (bounds that grow much faster than the
+    input box). ReLU balance: with c the box centers, compare the mean center of the active
+    (l > 0) and inactive (u < 0) neurons, and their summed squared deviations from the mean center;
+    each ratio r is symmetrized to min(r, 1/r) and penalized by relu(tol - r) / tol.
+    """
+    from .ibp.graph import clean_forward, needs_clean_pass, trace
+    from .ibp.propagate import ibp_ops, input_box
+
+    ops = trace(model)
+    stats: dict = {}
+    if needs_clean_pass(ops):
+        clean_forward(ops, x, stats)
+    c, r = input_box(x, eps, 0.0, 1.0)
+    bounds: dict = {}
+    ibp_ops(ops, c, r, stats, bounds)
+    if not bounds:
+        return x.new_zeros(())
+    t0 = r.mean()
+    tight = x.new_zeros(())
+    balance = x.new_zeros(())
+    for lo, hi in bounds.values():
+        center, rad = (hi + lo) / 2, (hi - lo) / 2
+        tight = tight + F.relu(tol - t0 / rad.mean().clamp(min=1e-12)) / tol
+        act, inact = (lo > 0).to(center), (hi < 0).to(center)
+        dev = (center - center.mean()) ** 2
+        mean_ratio = (center * act).mean() / (-(center * inact).mean())
+        var_ratio = (dev * act).sum() / (dev * inact).sum()
+        term = x.new_zeros(())
+        for ratio in (mean_ratio, var_ratio):
+            ratio = torch.minimum(ratio, 1 / ratio.clamp(min=1e-12))
+            term = term + F.relu(tol - ratio) / tol
+        if torch.isfinite(term):
+            balance = balance + term
+    return (tight + balance) / len(bounds)
+
+
 # ----------------------------------------------------------------------------- schedule and init
 def eps_schedule(step: int, steps_per_epoch: int, eps: float, warmup_epochs: float, ramp_epochs: float) -> float:
     """eps at a training step: 0 during warm-up, a smooth ramp (exponential growth over the first
@@ -140,8 +180,9 @@ def train_certified(model: nn.Module, dataset: Dataset, method: str = "ibp", *, 
     after warm-up; cap: ACERT's budget cap (default eps); root_tol: ACERT bisection tolerance.
     With torch.distributed initialized (e.g. under torchrun), each rank takes its slice of every global
     batch of ``batch_size`` and gradients are averaged (DistributedDataParallel semantics): the result
-    equals single-process training with the same global batch (for models without batch norm, whose
-    statistics would be per rank).
+    equals single-process training with the same global batch for models without batch norm and with
+    ``reg_lambda=0`` (batch-norm statistics and the warm-up regularizers are batch-level statistics,
+    computed per rank).
     """
     from .training import _epoch_generator
 
@@ -200,6 +241,9 @@ def train_certified(model: nn.Module, dataset: Dataset, method: str = "ibp", *, 
                 if eps_t > 0:
                     rob = robust_loss(margin_lower_bounds(model, xb, yb, eps_t, C)) * (len(idx) / nglob)
                     loss = kappa * clean + (1 - kappa) * rob
+                    if reg_lambda > 0 and eps_t < eps:  # Shi et al.: regularize while eps ramps up
+                        reg = warmup_regularizer(model, xb, eps_t) * (len(idx) / nglob)
+                        loss = loss + reg_lambda * (1 - eps_t / eps) * reg
                 else:
                     rob = torch.zeros((), device=device)
                     loss = clean

@@ -121,7 +121,7 @@ def _ddp_worker(rank, world, init_file, out_dir):
     torch.manual_seed(0)
     m = build_model("cnn_ibp", train.input_shape, 10, train.mean, train.std)
     train_certified(m, train, "ibp", eps=0.1, epochs=2, batch_size=64, lr=1e-3, seed=0, warmup_epochs=0.5,
-                    progress=False, log=lambda *_: None)
+                    reg_lambda=0.0, progress=False, log=lambda *_: None)
     if rank == 0:
         torch.save(m.state_dict(), os.path.join(out_dir, "ddp.pt"))
     dist.barrier()
@@ -136,8 +136,26 @@ def test_two_process_gloo_equals_single_process(tmp_path):
     torch.manual_seed(0)
     m = build_model("cnn_ibp", train.input_shape, 10, train.mean, train.std)
     train_certified(m, train, "ibp", eps=0.1, epochs=2, batch_size=64, lr=1e-3, seed=0, warmup_epochs=0.5,
-                    progress=False, log=lambda *_: None, distributed=False)
+                    reg_lambda=0.0, progress=False, log=lambda *_: None, distributed=False)
     ddp = torch.load(tmp_path / "ddp.pt")
     for k, v in m.state_dict().items():
         assert torch.allclose(v, ddp[k], atol=1e-5, rtol=1e-4), k
     assert np.isfinite(sum(float(v.abs().sum()) for v in ddp.values()))
+
+
+def test_warmup_regularizer_penalizes_exploding_bounds():
+    from fastcert.certified_training import warmup_regularizer
+
+    torch.manual_seed(0)
+    m = build_model("cnn_ibp", (1, 8, 8), 10)
+    x = torch.rand(32, 1, 8, 8)
+    ibp_init(m)
+    small = warmup_regularizer(m, x, 0.05)
+    with torch.no_grad():  # blow the weights up: bounds grow much faster than the input box
+        for mod in m.modules():
+            if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+                mod.weight.mul_(20)
+    big = warmup_regularizer(m, x, 0.05)
+    assert torch.isfinite(small) and torch.isfinite(big) and big > small
+    big.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
