@@ -119,3 +119,46 @@ def test_analyze_topk_counts_and_thresholds(capsys, tmp_path):
     assert main(["analyze", str(log), "--thresholds", str(thr), "--radii", "0,1,2"]) == 0
     out = capsys.readouterr().out
     assert "r=0: 0.6667" in out
+
+
+def test_discrete_noise_end_to_end(tmp_path):
+    """Digits lie on the grid {0, 1/16, ..., 1}: train with discrete noise (K = 16), certify, and check
+    every logged l0 radius against the exact thresholds: the largest r with threshold(r) < p_lower."""
+    import fastcert
+
+    ckpt = tmp_path / "d.pt"
+    assert _run("train", "--arch", "cnn_small", "--method", "discrete", "--alpha-keep", "0.5", "--K", "16",
+                "--epochs", "15", "--lr", "3e-3", "--quiet", "--out", ckpt) == 0
+    out = tmp_path / "l0.tsv"
+    assert _run("certify", "--model", ckpt, "--noise", "discrete", "--n0", "50", "--n", "2000", "--alpha", "0.01",
+                "--max", "6", "--quiet", "--out", out) == 0
+    lg = read_log(out)
+    radii = lg["radius"]
+    assert np.all(radii == np.round(radii)) and np.all(radii >= 0)
+    assert np.sum(lg["predict"] >= 0) >= 3
+    for p, r, pred in zip(lg["p_lower"], radii, lg["predict"]):
+        if pred < 0:
+            assert p <= 0.5 + 1e-8
+            continue
+        t = fastcert.threshold("0.5", 16, range(int(r) + 2))
+        assert p > t[int(r)] and not p > t[int(r) + 1]
+
+
+def test_discrete_radius_of_a_constant_classifier():
+    """A base classifier that always says 0: p_lower = alpha^(1/n) exactly (Clopper-Pearson with all
+    n samples in class 0), and the certified l0 radius is the largest r whose exact threshold is below it."""
+    import torch
+
+    import fastcert
+
+    class Const(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([torch.ones(x.shape[0]), torch.zeros(x.shape[0])], 1)
+
+    sm = fastcert.Smooth(Const(), 2, fastcert.Discrete("0.5", 16))
+    c = sm.certify(torch.full((64,), 0.5), 10, 2000, 0.01, 500, seed=0)
+    assert c.p_lower == pytest.approx(0.01 ** (1 / 2000), rel=1e-12)
+    t = fastcert.threshold("0.5", 16, range(6))
+    want = max(r for r in range(6) if t[r] < c.p_lower)
+    assert c.radius == want == 3
+    assert c.radii["l0"] == 3 and c.radii["l1"] == pytest.approx(4 / 16)
