@@ -110,15 +110,18 @@ def warmup_regularizer(model, x, eps, tol: float = 0.5) -> torch.Tensor:
     each ratio r is symmetrized to min(r, 1/r) and penalized by relu(tol - r) / tol.
     """
     from .ibp.graph import clean_forward, needs_clean_pass, trace
-    from .ibp.propagate import ibp_ops, input_box
+    from .ibp.torch_path import propagate
 
     ops = trace(model)
     stats: dict = {}
     if needs_clean_pass(ops):
         clean_forward(ops, x, stats)
-    c, r = input_box(x, eps, 0.0, 1.0)
-    bounds: dict = {}
-    ibp_ops(ops, c, r, stats, bounds)
+    e = eps.to(x).view(-1, *([1] * (x.dim() - 1))) if isinstance(eps, torch.Tensor) else eps
+    lo0, hi0 = (x - e).clamp(0.0, 1.0), (x + e).clamp(0.0, 1.0)
+    c, r = (hi0 + lo0) / 2, (hi0 - lo0) / 2
+    record: dict = {}
+    propagate(ops, c, r, stats, record)
+    bounds = {k: v for k, v in record.items() if not (isinstance(k, tuple) and k and k[0] == "shape")}
     if not bounds:
         return x.new_zeros(())
     t0 = r.mean()
