@@ -74,8 +74,10 @@ def interval_linear(
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
-    acc_c = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc_r = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # tl.full, not tl.zeros: tl.zeros is itself a @jit function, which the interpreter cannot call
+    # when triton.language was imported before TRITON_INTERPRET was set (one test process)
+    acc_c = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
+    acc_r = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + rk
         xmask = (rm[:, None] < M) & (kk[None, :] < K)

@@ -1,0 +1,156 @@
+"""The Triton IBP kernels, in process under TRITON_INTERPRET=1, against the torch path.
+
+fastcert.ibp._kernels.build() sets TRITON_INTERPRET itself while it decorates the kernels, so these
+tests work whatever ran before them in the same process; the env var set here is what ibp_bounds
+checks before it lets CPU tensors reach a Triton launch."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import fastcert
+from fastcert.ibp import Residual
+from fastcert.models import BasicBlock, CifarResNet, Normalize
+
+pytest.importorskip("triton")
+
+
+@pytest.fixture
+def interpret(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    from fastcert.ibp._kernels import build
+
+    return build(True)
+
+
+def _bn_random(net, seed):
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.num_features, generator=g) * 1.5 - 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return net
+
+
+def _nets():
+    torch.manual_seed(3)
+    return {
+        "mlp_norm_bn1d": (nn.Sequential(Normalize(torch.rand(37) * 0.5 + 0.2, torch.rand(37) * 0.3 + 0.2),
+                                        nn.Linear(37, 70), nn.BatchNorm1d(70), nn.ReLU(), nn.Linear(70, 33),
+                                        nn.ReLU(), nn.Linear(33, 7)), (37,)),
+        "cnn_bn2d_pool": (nn.Sequential(Normalize((0.5, 0.4), (0.25, 0.3)), nn.Conv2d(2, 4, 3, 1, 1),
+                                        nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
+                                        nn.Conv2d(4, 6, 3, 1, 1, groups=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                                        nn.Flatten(), nn.Linear(24, 8), nn.ReLU(), nn.Linear(8, 5)), (2, 6, 6)),
+        "conv_no_norm": (nn.Sequential(nn.Conv2d(1, 3, 3, 2, 1), nn.BatchNorm2d(3), nn.Identity(), nn.ReLU(),
+                                       nn.Flatten(), nn.Linear(27, 4), nn.ReLU()), (1, 6, 6)),
+        "basic_blocks": (nn.Sequential(Normalize((0.5,), (0.3,)), nn.Conv2d(1, 4, 3, 1, 1), nn.ReLU(),
+                                       BasicBlock(4, 4, 1), BasicBlock(4, 6, 2), nn.Flatten(),
+                                       nn.Linear(6 * 3 * 3, 5)), (1, 6, 6)),
+        "cifar_resnet8": (CifarResNet(8, (3, 4, 4), 5), (3, 4, 4)),
+        "residual_container": (nn.Sequential(nn.Flatten(), nn.Linear(5, 8), nn.ReLU(),
+                                             Residual(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))),
+                                             nn.ReLU(), Residual(nn.Sequential(), nn.Linear(8, 8)), nn.ReLU(),
+                                             Residual(nn.Linear(8, 8)), nn.Linear(8, 3)), (5,)),
+    }
+
+
+def _rel(a, b):
+    return float(((a - b).abs() / (1 + a.abs())).max())
+
+
+@pytest.mark.parametrize("name", list(_nets()))
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_backends_agree(interpret, name, train_bn):
+    net, shape = _nets()[name]
+    net = _bn_random(net, 1).eval()
+    if train_bn:
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+            pytest.skip("no BatchNorm")
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()
+    g = torch.Generator().manual_seed(2)
+    B = 3
+    x = torch.rand((B, *shape), generator=g)
+    with torch.no_grad():
+        k = copy.deepcopy(net)(x).shape[1]
+        y = torch.randint(0, k, (B,), generator=g)
+        C = torch.randn(B, 4, k, generator=g)
+        for eps in (0.0, 0.02, torch.tensor([0.0, 0.01, 0.05])):
+            for spec in (None, C):
+                a = fastcert.ibp_bounds(net, x, eps, C=spec, backend="torch")
+                b = fastcert.ibp_bounds(net, x, eps, C=spec, backend="triton")
+                assert _rel(a[0], b[0]) < 1e-5 and _rel(a[1], b[1]) < 1e-5, (eps, spec is None)
+        lo, hi = fastcert.ibp_bounds(net, x, 0.0, backend="triton")
+        ref = copy.deepcopy(net)(x)
+    torch.testing.assert_close(lo, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hi, ref, rtol=1e-5, atol=1e-5)
+    del y
+
+
+@pytest.mark.parametrize("M,N,K", [(5, 70, 37), (1, 3, 1), (65, 64, 33)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_interval_linear_kernel(interpret, M, N, K, relu):
+    """Odd sizes exercise the masks of the tiles; bias + scale/shift + ReLU epilogue."""
+    from fastcert.ibp.triton_path import triton_cdiv
+
+    g = torch.Generator().manual_seed(M * 100 + N)
+    c, r = torch.randn(M, K, generator=g), torch.rand(M, K, generator=g)
+    w = torch.randn(N, K, generator=g)
+    scale, shift = torch.randn(N, generator=g), torch.randn(N, generator=g)
+    y = torch.empty(M, 2 * N)
+    xin = torch.cat([c, r], 1).contiguous()
+    interpret["interval_linear"][(triton_cdiv(M, 64), triton_cdiv(N, 64))](
+        xin, w, w.abs(), scale, shift, y, M, N, K, xin.stride(0), y.stride(0), RELU=relu,
+        BLOCK_M=64, BLOCK_N=64, BLOCK_K=32)
+    ce, re = (c @ w.T) * scale + shift, (r @ w.abs().T) * scale.abs()
+    if relu:
+        lo, hi = (ce - re).clamp(min=0), (ce + re).clamp(min=0)
+        ce, re = (hi + lo) / 2, (hi - lo) / 2
+    torch.testing.assert_close(y[:, :N], ce, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y[:, N:], re, rtol=1e-5, atol=1e-5)
+
+
+def test_epilogue_and_box_kernels(interpret):
+    from fastcert.ibp.triton_path import _Runner
+
+    g = torch.Generator().manual_seed(0)
+    run = _Runner(interpret, {})
+    B, C, H, W = 2, 3, 5, 7
+    c, r = torch.randn(B, C, H, W, generator=g), torch.rand(B, C, H, W, generator=g)
+    ac, ar = torch.randn(B, C, H, W, generator=g), torch.rand(B, C, H, W, generator=g)
+    s, t = torch.randn(C, generator=g), torch.randn(C, generator=g)
+    out = run.epilogue(torch.cat([c, r], 1), s, t, add=torch.cat([ac, ar], 1), relu=True)
+    ce = c * s.view(1, -1, 1, 1) + t.view(1, -1, 1, 1) + ac
+    re = r * s.abs().view(1, -1, 1, 1) + ar
+    lo, hi = (ce - re).clamp(min=0), (ce + re).clamp(min=0)
+    torch.testing.assert_close(out[:, :C], (hi + lo) / 2)
+    torch.testing.assert_close(out[:, C:], (hi - lo) / 2)
+    x = torch.rand(B, C, H, W, generator=g)
+    eps = torch.tensor([0.1, 0.3])
+    y = run.box(x, eps, 0.0, 1.0, 1 / s.abs(), t)
+    lo, hi = (x - eps.view(-1, 1, 1, 1)).clamp(min=0), (x + eps.view(-1, 1, 1, 1)).clamp(max=1)
+    torch.testing.assert_close(y[:, :C], (hi + lo) / 2 / s.abs().view(1, -1, 1, 1) + t.view(1, -1, 1, 1))
+    torch.testing.assert_close(y[:, C:], (hi - lo) / 2 / s.abs().view(1, -1, 1, 1))
+
+
+def test_dispatch_rules(monkeypatch):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x = torch.rand(2, 4)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):  # never a real launch with CPU tensors
+        fastcert.ibp_bounds(net, x, 0.1, backend="triton")
+    lo, hi = fastcert.ibp_bounds(net, x, 0.1)  # auto on the CPU: the torch path
+    assert torch.all(lo <= hi)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(ValueError, match="no backward"):  # parameters require grad, grad mode on
+        fastcert.ibp_bounds(net, x, 0.1, backend="triton")
+    with torch.no_grad(), pytest.raises(TypeError, match="float32"):
+        fastcert.ibp_bounds(net.double(), x.double(), 0.1, backend="triton")
