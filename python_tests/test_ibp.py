@@ -121,7 +121,8 @@ def _inside(outs, lo, hi):
 
 @pytest.mark.parametrize("name", NETS)
 @pytest.mark.parametrize("train_bn", [False, True])
-def test_soundness_sampling(name, train_bn):
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd_path", "inference_path"])
+def test_soundness_sampling(name, train_bn, grad):
     net, shape = _net(name)
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
     if train_bn and not has_bn:
@@ -136,7 +137,8 @@ def test_soundness_sampling(name, train_bn):
     x[0].fill_(0.01)  # near the domain edge: clipping matters
     eps = torch.tensor([0.02, 0.05, 0.1, 0.03])
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    lo, hi = fastcert.ibp_bounds(net, x, eps)
+    with torch.set_grad_enabled(grad):
+        lo, hi = fastcert.ibp_bounds(net, x, eps)
     for k, v in net.state_dict().items():  # running statistics are never updated
         assert torch.equal(v, before[k]), k
     ref = _frozen(net, x) if train_bn else net
@@ -186,6 +188,51 @@ def test_naive_interval_arithmetic_agrees_with_center_radius(name):
     torch.testing.assert_close(c - r, nl, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(c + r, nh, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(a, nl, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_inference_path_matches_autograd_path(name, train_bn):
+    """Without gradients ibp_bounds folds BN into the weights and scales intervals by powers of two;
+    the bounds must equal the differentiable path's."""
+    net, shape = _net(name)
+    if train_bn:
+        net.train()
+        for m in net.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+    g = torch.Generator().manual_seed(10)
+    x = torch.rand((3, *shape), generator=g)
+    with torch.no_grad():
+        k = copy.deepcopy(net)(x).shape[1]
+    C = torch.randn(3, 2, k, generator=g)
+    for spec in (None, C):
+        for eps in (0.0, 0.02, torch.tensor([0.01, 0.0, 0.05])):
+            a = fastcert.ibp_bounds(net, x, eps, C=spec)
+            assert a[0].requires_grad  # parameters require grad: the autograd path ran
+            with torch.no_grad():
+                b = fastcert.ibp_bounds(net, x, eps, C=spec)
+                b2 = fastcert.ibp_bounds(net, x, eps, C=spec)  # memoized weights
+            for p, q, q2 in zip(a, b, b2):
+                torch.testing.assert_close(q, p.detach(), rtol=1e-5, atol=1e-5)
+                assert torch.equal(q, q2)
+
+
+def test_memoized_weights_follow_in_place_changes():
+    """`.data` writes do not bump the version counter; the memo compares values, so bounds follow."""
+    net, shape = _net("cnn_bn2d_pool")
+    x = torch.rand((2, *shape), generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        fastcert.ibp_bounds(net, x, 0.02)
+    net[1].weight.data.mul_(-2.0)
+    net[2].running_var.data.mul_(3.0)
+    net[0].std.data.mul_(0.5)
+    net[11].weight.data[0, 0] += 1.0
+    with torch.no_grad():
+        b = fastcert.ibp_bounds(net, x, 0.02)
+    a = fastcert.ibp_bounds(net, x, 0.02)
+    torch.testing.assert_close(b[0], a[0].detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b[1], a[1].detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_single_affine_layer_is_exact():

@@ -14,31 +14,23 @@ Pools and Flatten act on the stacked tensor directly (per channel, non-negative 
 specification (C folded into the last Linear) runs in torch (a batched (B, m, D) product).
 
 No backward: the caller (ibp_bounds) uses the torch path whenever a gradient is needed.
-|W| and cat([W, |W|]) are cached per module while the weight tensor is unchanged.
+|W| and cat([W, |W|]) are memoized per module while the weight is exactly unchanged (torch_path.memo).
 """
 from __future__ import annotations
-
-import weakref
 
 import torch
 import torch.nn.functional as F
 
 from .graph import Op, bn_affine
-from .torch_path import abs_weight, propagate
+from .torch_path import abs_weight, memo, propagate
 
-_CAT_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _BLOCK_EW = 1024  # elementwise kernels: 1024 elements per program (4 warps x 8 per thread x 32)
 
 
 def _cat_weight(module) -> torch.Tensor:
+    """cat([W, |W|]) of a Conv2d (memoized while W is unchanged)."""
     w = module.weight
-    key = (w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape))
-    hit = _CAT_CACHE.get(module)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    a = torch.cat([w.detach(), w.detach().abs()], 0).contiguous()
-    _CAT_CACHE[module] = (key, a)
-    return a
+    return memo(module, "cat", (w,), lambda: torch.cat([w.detach(), w.detach().abs()], 0).contiguous())
 
 
 class _Runner:
