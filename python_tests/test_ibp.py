@@ -37,7 +37,7 @@ def _net(name: str) -> tuple[nn.Module, tuple]:
     if name == "mlp_bn1d":
         net = nn.Sequential(Normalize(torch.rand(6) * 0.5 + 0.25, torch.rand(6) * 0.3 + 0.2), nn.Linear(6, 12),
                             nn.BatchNorm1d(12), nn.ReLU(), nn.Dropout(0.5), nn.Identity(), nn.Linear(12, 10),
-                            nn.ReLU(), nn.Linear(10, 4))
+                            nn.ReLU(), nn.BatchNorm1d(10), nn.Linear(10, 4))
         shape = (6,)
     elif name == "cnn_bn2d_pool":
         net = nn.Sequential(Normalize((0.5, 0.4), (0.25, 0.3)), nn.Conv2d(2, 4, 3, 1, 1), nn.BatchNorm2d(4), nn.ReLU(),
