@@ -81,7 +81,6 @@ def test_backends_agree(interpret, name, train_bn):
     x = torch.rand((B, *shape), generator=g)
     with torch.no_grad():
         k = copy.deepcopy(net)(x).shape[1]
-        y = torch.randint(0, k, (B,), generator=g)
         C = torch.randn(B, 4, k, generator=g)
         for eps in (0.0, 0.02, torch.tensor([0.0, 0.01, 0.05])):
             for spec in (None, C):
@@ -92,7 +91,6 @@ def test_backends_agree(interpret, name, train_bn):
         ref = copy.deepcopy(net)(x)
     torch.testing.assert_close(lo, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(hi, ref, rtol=1e-5, atol=1e-5)
-    del y
 
 
 @pytest.mark.parametrize("M,N,K", [(5, 70, 37), (1, 3, 1), (65, 64, 33)])

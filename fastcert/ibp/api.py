@@ -35,7 +35,8 @@ def _check_eps(eps, x: torch.Tensor) -> torch.Tensor:
         if e.dim() == 0:
             e = e.reshape(1).expand(B)
         elif e.shape != (B,):
-            raise ValueError(f"eps must be a scalar or a tensor of shape ({B},) (one per sample), got {tuple(eps.shape)}")
+            raise ValueError(f"eps must be a scalar or a tensor of shape ({B},) (one per sample), "
+                             f"got {tuple(eps.shape)}")
         if not e.dtype.is_floating_point:
             e = e.to(x.dtype)
         e = e.to(device=x.device, dtype=x.dtype)
@@ -81,6 +82,13 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
 
     Returns (lower, upper), each (B, num_classes), or (B, m) with C. Computed in x's dtype with
     ordinary rounding: sound up to floating-point error (about 1e-6 relative in float32).
+
+    Paths: with gradients needed (grad mode on and x, eps, C or a parameter requires grad) the
+    differentiable torch path runs; otherwise an inference variant with the same bounds (BatchNorm
+    folded into the preceding layer's weights, intervals scaled by powers of two so the interval ReLU
+    runs in place). Derived weights (|W|, folded W) are memoized per module and reused only while a
+    stored copy of their source tensors is exactly equal to the current ones (costs one copy of the
+    weights in memory).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
