@@ -55,6 +55,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from .logs import floor_str, parse_time
+from .noise import _check_positive
 from .stats import check_alpha
 
 MEASURES = {"score": (0.0, 1.0), "margin": (-1.0, 1.0)}
@@ -72,15 +73,7 @@ def _check_measure(measure) -> tuple[float, float]:
 
 
 def _check_sigma(sigma) -> float:
-    if isinstance(sigma, bool):
-        raise TypeError(f"sigma must be a positive number, got {sigma!r}")
-    try:
-        s = float(sigma)
-    except (TypeError, ValueError):
-        raise TypeError(f"sigma must be a positive number, got {sigma!r}") from None
-    if not math.isfinite(s) or s <= 0:
-        raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
-    return s
+    return _check_positive("sigma", sigma)
 
 
 def _check_radii(radii) -> np.ndarray:

@@ -23,6 +23,8 @@ NORMS = ("l0", "l1", "l2", "linf")
 
 
 def _check_positive(name: str, value) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
