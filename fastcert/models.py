@@ -206,8 +206,26 @@ def save_checkpoint(path, model: nn.Module, *, arch: str, input_shape, num_class
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+def check_device(device, name: str = "device") -> torch.device:
+    """Parse a torch device and check that this machine has it: ValueError naming ``name`` otherwise
+    (instead of torch's RuntimeError / AssertionError deep inside a forward pass)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"{name}: not a torch device: {device!r} ({str(e).splitlines()[0]})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}: {device!r} requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}: {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name}: device type {dev.type!r} is not supported (cpu or cuda)")
+    return dev
+
+
 def load_checkpoint(path, device="cpu"):
     """Load a checkpoint written by :func:`save_checkpoint` -> (model in eval mode, metadata dict)."""
+    device = check_device(device)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from scipy.stats import beta as _beta
 from scipy.stats import binomtest
 
 
 def _check_counts(k, n):
-    if isinstance(k, bool) or isinstance(n, bool):
-        raise TypeError("counts must be integers")
+    for name, v in (("count", k), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {v!r}")
     k, n = int(k), int(n)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -35,7 +37,7 @@ def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:
     alpha = check_alpha(alpha)
     if k == 0:
         return 0.0
-    return float(_beta.ppf(alpha, k, n - k + 1))
+    return float(_beta.ppf(alpha, float(k), float(n - k + 1)))
 
 
 def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
@@ -44,7 +46,7 @@ def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
     alpha = check_alpha(alpha)
     if k == n:
         return 1.0
-    return float(_beta.ppf(1.0 - alpha, k + 1, n - k))
+    return float(_beta.ppf(1.0 - alpha, float(k + 1), float(n - k)))
 
 
 def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .data import Dataset
-from .models import build_model, load_checkpoint, save_checkpoint
+from .models import build_model, check_device, load_checkpoint, save_checkpoint
 
 NOISE_METHODS = ("gaussian", "laplace", "uniform", "discrete", "none")
 CERTIFIED_METHODS = ("ibp", "acert")
@@ -85,6 +85,7 @@ def train(model, dataset: Dataset, method: str = "gaussian", *, sigma: float = 0
                             **(arch_kwargs or {}))
     if not isinstance(model, nn.Module):
         raise TypeError("model must be an nn.Module or an architecture name")
+    device = check_device(device)
     if method in CERTIFIED_METHODS:
         from .certified_training import train_certified
 
@@ -93,13 +94,19 @@ def train(model, dataset: Dataset, method: str = "gaussian", *, sigma: float = 0
                                progress=progress, log=log, **kwargs)
     if kwargs:
         raise TypeError(f"unexpected arguments for method {method!r}: {sorted(kwargs)}")
+    sigma, alpha_keep, lr, weight_decay = (_real(n, v) for n, v in (("sigma", sigma), ("alpha_keep", alpha_keep),
+                                                                      ("lr", lr), ("weight_decay", weight_decay)))
+    epochs, batch_size, K = (_integer(n, v) for n, v in (("epochs", epochs), ("batch_size", batch_size), ("K", K)))
     if method in ("gaussian", "laplace", "uniform") and not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be > 0, got {sigma}")
     if method == "discrete" and not (0 < alpha_keep < 1):
         raise ValueError(f"alpha_keep must be in (0, 1), got {alpha_keep}")
-    if int(epochs) < 1 or int(batch_size) < 1 or not lr > 0:
+    if method == "discrete" and K < 1:
+        raise ValueError(f"K must be >= 1, got {K}")
+    if epochs < 1 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
         raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
-    device = torch.device(device)
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     config = {"method": method, "sigma": float(sigma), "alpha_keep": float(alpha_keep), "K": int(K),
               "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
               "weight_decay": float(weight_decay), "seed": int(seed), "dataset": dataset.name}
@@ -155,8 +162,29 @@ def _save(out, model, opt, sched, config, epochs_done, arch, arch_kwargs, datase
                     extra={"train_state": {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}})
 
 
+def _real(name, value) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+
+
+def _integer(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def _try_resume(out, model, opt, sched, config, log) -> int:
-    payload = torch.load(out, map_location="cpu", weights_only=False)
+    try:
+        payload = torch.load(out, map_location="cpu", weights_only=False)
+    except Exception as e:  # checkpoints are written atomically: an unreadable file is not ours
+        raise ValueError(f"out: {out} exists but is not a readable checkpoint ({type(e).__name__}); "
+                         "choose another --out or delete it") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise ValueError(f"out: {out} exists but is not a fastcert checkpoint; choose another --out or delete it")
     old = dict(payload.get("config", {}))
     done = int(old.pop("epochs_done", 0))
     if old != config:
