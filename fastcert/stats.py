@@ -51,6 +51,7 @@ def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
 
 def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
     """Two-sided (1 - alpha) Clopper-Pearson interval (alpha / 2 in each tail)."""
+    alpha = check_alpha(alpha)
     return clopper_pearson_lower(k, n, alpha / 2), clopper_pearson_upper(k, n, alpha / 2)
 
 
