@@ -236,8 +236,8 @@ class Discrete(Noise):
             raise TypeError(f"alpha must be a number in (0, 1), got {alpha!r}") from None
         if not (0 < a < 1):
             raise ValueError(f"alpha (keep probability) must be in (0, 1), got {alpha!r}")
-        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or int(K) < 1:
-            raise ValueError(f"K must be an integer >= 1, got {K!r}")
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 1 <= int(K) < 2**31:
+            raise ValueError(f"K must be an integer in [1, 2^31), got {K!r}")
         self.alpha = a
         self.K = int(K)
 

@@ -99,7 +99,12 @@ class Smooth:
                 device = next(model.parameters()).device
             except (AttributeError, StopIteration):
                 device = torch.device("cpu")
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but torch sees no CUDA device")
         if self.device.type == "cuda" and _core_cuda is None:
             raise RuntimeError("device is CUDA but fastcert._core_cuda was not built (see fastcert.build_info())")
         if self.device.type not in ("cpu", "cuda"):
@@ -119,6 +124,8 @@ class Smooth:
             raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
         if x.numel() == 0:
             raise ValueError("x must not be empty")
+        if x.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"x must be on the cpu or a cuda device, got {x.device}")
         xf = x.detach().to(device=self.device, dtype=torch.float32).contiguous()
         if not bool(torch.isfinite(xf).all()):
             raise ValueError("x contains NaN or inf")
@@ -157,6 +164,10 @@ class Smooth:
         score of ``cls`` or margin p_cls - max_{j != cls} p_j (Kumar et al. 2020)."""
         num = _check_int("num", num, 0)
         batch_size = _check_int("batch_size", batch_size, 1)
+        stream = _check_int("stream", stream, 0)
+        start = _check_int("start", start, 0)
+        if stream >= 2**32 or start + num > 2**64:
+            raise ValueError("stream must be < 2^32 and start + num <= 2^64")
         seed = resolve_seed(seed)
         x = self._prepare_x(x) if not (isinstance(x, torch.Tensor) and x.dtype == torch.float32
                                        and x.device == self.device and x.is_contiguous()) else x
@@ -290,6 +301,8 @@ class Smooth:
 
 
 def _check_radii(radii):
+    if isinstance(radii, (str, bytes)):
+        raise TypeError(f"radii must be a number or a list of numbers, got {radii!r}")
     if isinstance(radii, (int, float)):
         radii = [radii]
     out = []

@@ -435,23 +435,27 @@ def read_counts_file(path) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"counts file not found: {p}")
     rows = []
     width = None
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            s = line.strip()
-            if not s or s.startswith("#"):
-                continue
-            parts = s.split()
-            try:
-                vals = [int(v) for v in parts]
-            except ValueError:
-                raise ValueError(f"{p}:{lineno}: expected integers (counts then label), got {s[:60]!r}") from None
-            if width is None:
-                width = len(vals)
-                if width < 3:
-                    raise ValueError(f"{p}:{lineno}: need at least 2 counts and a label, got {width} fields")
-            elif len(vals) != width:
-                raise ValueError(f"{p}:{lineno}: expected {width} fields like the first row, got {len(vals)}")
-            rows.append(vals)
+    try:
+        with open(p, encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"{p}: not a text file of per-class counts") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        parts = s.split()
+        try:
+            vals = [int(v) for v in parts]
+        except ValueError:
+            raise ValueError(f"{p}:{lineno}: expected integers (counts then label), got {s[:60]!r}") from None
+        if width is None:
+            width = len(vals)
+            if width < 3:
+                raise ValueError(f"{p}:{lineno}: need at least 2 counts and a label, got {width} fields")
+        elif len(vals) != width:
+            raise ValueError(f"{p}:{lineno}: expected {width} fields like the first row, got {len(vals)}")
+        rows.append(vals)
     if not rows:
         raise ValueError(f"{p}: no rows")
     data = np.asarray(rows, dtype=np.int64)

@@ -100,8 +100,6 @@ def test_certify_bad_target_radii(radii):
     raises_naming(lambda: smooth().certify(X, **GOOD, radii=radii), "radii")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: smoothing._check_radii iterates a string: radii='15' is taken as the "
-                                       "two radii 1.0 and 5.0 instead of a TypeError naming radii")
 def test_certify_radii_digit_string():
     raises_naming(lambda: smooth().certify(X, **GOOD, radii="15"), "radii")
 
@@ -171,36 +169,24 @@ def test_bad_model_outputs(bad_model, name):
                   name, "model", "x:")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: smoothing.Smooth passes an unknown device string to torch.device: "
-                                       "RuntimeError instead of ValueError naming device")
 def test_smooth_unknown_device_string():
     raises_naming(lambda: fastcert.Smooth(FirstCoordinate(), 2, fastcert.Gaussian(0.5), device="bogus"), "device")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
-@pytest.mark.xfail(strict=True, reason="BUG: smoothing.Smooth accepts device='cuda' when torch has no CUDA (only "
-                                       "_core_cuda is checked); certify then dies with AssertionError "
-                                       "'Torch not compiled with CUDA enabled'")
 def test_smooth_cuda_without_cuda():
     raises_naming(lambda: fastcert.Smooth(FirstCoordinate(), 2, fastcert.Gaussian(0.5), device="cuda").certify(
         X, **GOOD), "device", "CUDA")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: smoothing.Smooth._prepare_x copies x without checking its device: a "
-                                       "meta tensor raises NotImplementedError instead of ValueError naming x")
 def test_x_on_meta_device():
     raises_naming(lambda: smooth().certify(torch.zeros(3, device="meta"), **GOOD), "x")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: noise.Discrete accepts any K (2**40 here) but the kernels take 32-bit "
-                                       "K: certify raises pybind11's 'incompatible function arguments' TypeError, "
-                                       "which does not name K")
 def test_discrete_huge_K():
     raises_naming(lambda: smooth(fastcert.Discrete(0.5, 2**40)).certify(torch.zeros(3), **GOOD), "K")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Smooth.sample_counts passes negative stream/start to the kernel "
-                                       "unchecked: pybind11 TypeError that names neither argument")
 def test_sample_counts_negative_stream_start():
     raises_naming(lambda: smooth().sample_counts(X, 10, 10, 0, stream=-1), "stream")
     raises_naming(lambda: smooth().sample_counts(X, 10, 10, 0, start=-5), "start")
@@ -453,9 +439,6 @@ def test_ibp_bounds_bad_input():
     raises_naming(lambda: ibp.ibp_bounds(model, torch.full((2, 3), math.nan), 0.1), "x")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: fastcert/__init__.py: the public name 'analyze' (a function) is "
-                                       "shadowed by the submodule fastcert.analyze once anything imports it (the "
-                                       "CLI does): fastcert.analyze becomes a module")
 def test_public_analyze_stays_a_function():
     import fastcert.analyze  # noqa: F401  (what `python -m fastcert.cli analyze` does internally)
 
@@ -611,9 +594,7 @@ CORRUPT_CASES = [
     (["analyze", "{c}/torn.pt"], ("torn.pt",)),
     (["analyze", "{c}"], ("corrupt", "directory")),
     (["analyze"], ("log",)),
-    pytest.param(["analyze", "--topk-counts", "{c}/junk.tsv"], ("junk.tsv",), marks=pytest.mark.xfail(
-        strict=True, reason="BUG: topk.read_counts_file decodes without catching UnicodeDecodeError: the CLI prints "
-                            "'utf-8 codec can't decode byte ...' without naming the file")),
+    (["analyze", "--topk-counts", "{c}/junk.tsv"], ("junk.tsv",)),
     (["analyze", "{c}/foreign.tsv", "--thresholds", "{c}/junk.tsv"], ("junk.tsv", "threshold")),
     (["train", "--arch", "mlp", "--epochs", "1", "--quiet", "--out", "{c}/junk.pt"], ("out",)),
     (["train", "--arch", "mlp", "--epochs", "1", "--quiet", "--out", "{c}/torn.pt"], ("out",)),
