@@ -60,6 +60,8 @@ def _as_points(x, name: str) -> np.ndarray:
         raise TypeError(f"{name} must have a numeric dtype, got {x.dtype}")
     if x.ndim < 2:
         raise ValueError(f"{name} must have shape (N, ...) with at least 2 dimensions, got {x.shape}")
+    if x.shape[0] == 0 or x[0].size == 0:
+        raise ValueError(f"{name} must hold at least one non-empty point, got shape {x.shape}")
     x = x.reshape(x.shape[0], -1).astype(np.float64, copy=False)
     if x.shape[1] == 0:
         raise ValueError(f"{name} has no features")

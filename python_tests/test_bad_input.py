@@ -420,8 +420,6 @@ def test_class_distances_and_curve_bad_input():
     raises_naming(lambda: curves.class_distances(x, [0.5, 1, 0, 1]), "y")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: curves.class_distances on an empty x raises numpy's 'cannot reshape "
-                                       "array of size 0' instead of an error naming x")
 def test_class_distances_empty():
     curves = pytest.importorskip("fastcert.curves")
     with pytest.raises(ValueError, match="x must|x:|empty"):
