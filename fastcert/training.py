@@ -81,6 +81,7 @@ def train(model, dataset: Dataset, method: str = "gaussian", *, sigma: float = 0
         raise TypeError("dataset must be a fastcert.data.Dataset (see fastcert.load_dataset)")
     if isinstance(model, str):
         arch = model
+        torch.manual_seed(int(seed))  # the initial weights depend on the seed only, not on earlier RNG use
         model = build_model(arch, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std,
                             **(arch_kwargs or {}))
     if not isinstance(model, nn.Module):
