@@ -28,7 +28,7 @@ PYBIND11_MODULE(_core_cuda, m) {
   m.def(
       "sample",
       [](uintptr_t x, int64_t D, uintptr_t out, int64_t B, uint64_t seed, uint32_t stream_tag, uint64_t start,
-         int type, float scale, uint64_t keep_thresh, uint32_t K, uintptr_t stream) {
+         int type, float scale, uint64_t keep_thresh, uint32_t K, uintptr_t stream, uintptr_t start_dev) {
         FASTCERT_CHECK_ARG(x != 0 && out != 0, "null device pointer");
         FASTCERT_CHECK_ARG(D >= 0 && B >= 0, "sizes must be >= 0");
         FASTCERT_CHECK_ARG(D < (int64_t(1) << 34), "x is too large for the counter layout");
@@ -38,11 +38,20 @@ PYBIND11_MODULE(_core_cuda, m) {
         NoiseParams p{type, scale, keep_thresh, K};
         py::gil_scoped_release nogil;
         cuda::sample(reinterpret_cast<const float*>(x), D, reinterpret_cast<float*>(out), B, seed, stream_tag,
-                     start, p, stream);
+                     start, p, stream, reinterpret_cast<const uint64_t*>(start_dev));
       },
       py::arg("x"), py::arg("D"), py::arg("out"), py::arg("B"), py::arg("seed"), py::arg("stream_tag"),
       py::arg("start"), py::arg("noise_type"), py::arg("scale"), py::arg("keep_thresh"), py::arg("K"),
-      py::arg("stream"));
+      py::arg("stream"), py::arg("start_dev") = 0,
+      "start_dev: 0, or a device int64 counter added to start (for CUDA-graph replays; see advance)");
+  m.def(
+      "advance",
+      [](uintptr_t counter, uint64_t by, uintptr_t stream) {
+        FASTCERT_CHECK_ARG(counter != 0, "null device pointer");
+        py::gil_scoped_release nogil;
+        cuda::advance(reinterpret_cast<uint64_t*>(counter), by, stream);
+      },
+      py::arg("counter"), py::arg("by"), py::arg("stream"), "*counter += by on the stream (a device int64)");
   m.def(
       "count",
       [](uintptr_t logits, int dtype, int64_t B, int64_t C, uintptr_t counts, uintptr_t nan_rows, int64_t cls,

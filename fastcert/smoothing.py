@@ -80,11 +80,18 @@ class Smooth:
 
     ``noise`` is fastcert.Gaussian(sigma) | Laplace(scale) | Uniform(width) | Discrete(alpha, K).
     The model is put in eval mode. ``device`` defaults to the device of the model's parameters.
-    ``autocast`` (None, torch.float16 or torch.bfloat16) runs the base model under autocast on CUDA;
-    it changes the base classifier, so record it with the results.
+    ``autocast`` (None, torch.float16 or torch.bfloat16) runs the base model under torch.autocast (CUDA
+    or CPU); it changes the base classifier, so record it with the results (the CLI logs it).
+    ``cuda_graph=True`` (CUDA only) captures one sample-forward-count step of ``batch_size`` samples as a
+    CUDA graph and replays it for every full batch (the sample offset advances on the device), which
+    removes the per-launch CPU overhead that dominates small models. The model must be capturable (static
+    shapes, no host synchronization). Each capture is checked once against the eager path (same noisy
+    batch, same counts) before its replays are used; counts need no per-batch host synchronization either
+    way. Not used for per-sample scores/margins (confidence measures), which take the eager path.
     """
 
-    def __init__(self, model: torch.nn.Module, num_classes: int, noise: Noise, device=None, autocast=None):
+    def __init__(self, model: torch.nn.Module, num_classes: int, noise: Noise, device=None, autocast=None,
+                 cuda_graph: bool = False):
         if not callable(model):
             raise TypeError("model must be a callable torch module")
         self.num_classes = _check_int("num_classes", num_classes, 1)
@@ -112,6 +119,11 @@ class Smooth:
         if autocast not in (None, torch.float16, torch.bfloat16):
             raise ValueError("autocast must be None, torch.float16 or torch.bfloat16")
         self.autocast = autocast
+        if not isinstance(cuda_graph, bool):
+            raise TypeError(f"cuda_graph must be a bool, got {cuda_graph!r}")
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError("cuda_graph=True needs a CUDA device")
+        self.cuda_graph = cuda_graph
         self._checked_shapes: set = set()
 
     # ------------------------------------------------------------------ validation
@@ -136,8 +148,8 @@ class Smooth:
         key = tuple(batch.shape[1:])
         first = key not in self._checked_shapes
         try:
-            if self.autocast is not None and batch.is_cuda:
-                with torch.autocast("cuda", dtype=self.autocast):
+            if self.autocast is not None:
+                with torch.autocast(batch.device.type, dtype=self.autocast):
                     logits = self.model(batch)
             else:
                 logits = self.model(batch)
@@ -191,6 +203,9 @@ class Smooth:
             cuda_stream = torch.cuda.current_stream(self.device).cuda_stream
         nan_rows = 0
         done = 0
+        if self.device.type == "cuda" and self.cuda_graph and measure is None and num // bs >= 2:
+            done = self._graph_sample_count(x, buf, num // bs, seed, stream, start, (ntype, scale, keep, K),
+                                            counts_t, nan_t)
         while done < num:
             b = min(bs, num - done)
             if self.device.type == "cpu":
@@ -227,6 +242,62 @@ class Smooth:
         if nan_rows:
             raise ValueError(f"model: produced NaN logits on {nan_rows} of {num} noisy samples")
         return counts, values
+
+    def _graph_sample_count(self, x, buf, k, seed, stream, start, params, counts_t, nan_t) -> int:
+        """Samples start .. start + k*bs - 1 through a captured CUDA graph (bs = len(buf)); their counts are
+        added to counts_t / nan_t on the device. Returns k * bs."""
+        bs, D = buf.shape
+        ntype, scale, keep, K = params
+        C = self.num_classes
+        shape = tuple(x.shape)
+        dev = self.device
+        cur = torch.cuda.current_stream(dev)
+        ctr = torch.zeros(1, dtype=torch.int64, device=dev)
+        g_counts = torch.zeros(C, dtype=torch.int64, device=dev)
+        g_nan = torch.zeros(1, dtype=torch.int64, device=dev)
+        # warm-up outside the capture (cuBLAS/cuDNN handles, autotuning), on a side stream as torch asks
+        _core_cuda.sample(x.data_ptr(), D, buf.data_ptr(), bs, seed, stream, start, ntype, scale, keep, K,
+                          cur.cuda_stream)
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(cur)
+        with torch.cuda.stream(side):
+            self._forward(buf.view(bs, *shape))
+        cur.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                cs = torch.cuda.current_stream(dev).cuda_stream
+                _core_cuda.sample(x.data_ptr(), D, buf.data_ptr(), bs, seed, stream, start, ntype, scale, keep, K,
+                                  cs, ctr.data_ptr())
+                logits = self._forward(buf.view(bs, *shape)).detach()
+                if logits.dtype not in _CUDA_DTYPES:
+                    logits = logits.float()
+                logits = logits.contiguous()
+                _core_cuda.count(logits.data_ptr(), _CUDA_DTYPES[logits.dtype], bs, C, g_counts.data_ptr(),
+                                 g_nan.data_ptr(), -1, 0, 0, cs)
+                _core_cuda.advance(ctr.data_ptr(), bs, cs)
+        except RuntimeError as e:
+            raise RuntimeError(f"cuda_graph=True: the model could not be captured as a CUDA graph "
+                               f"({str(e).splitlines()[0]}); use cuda_graph=False") from None
+        # check the capture once against the eager path: the first replay must draw exactly samples
+        # start .. start+bs-1 and count exactly the argmaxes of the logits it produced
+        graph.replay()
+        ref = torch.empty_like(buf)
+        _core_cuda.sample(x.data_ptr(), D, ref.data_ptr(), bs, seed, stream, start, ntype, scale, keep, K,
+                          cur.cuda_stream)
+        ref_counts = torch.zeros(C, dtype=torch.int64, device=dev)
+        ref_nan = torch.zeros(1, dtype=torch.int64, device=dev)
+        _core_cuda.count(logits.data_ptr(), _CUDA_DTYPES[logits.dtype], bs, C, ref_counts.data_ptr(),
+                         ref_nan.data_ptr(), -1, 0, 0, cur.cuda_stream)
+        if not (torch.equal(ref, buf) and torch.equal(ref_counts, g_counts) and torch.equal(ref_nan, g_nan)
+                and int(ctr.item()) == bs):
+            raise RuntimeError("cuda_graph=True: the captured graph disagrees with the eager path; "
+                               "use cuda_graph=False (and please report this)")
+        for _ in range(k - 1):
+            graph.replay()
+        counts_t += g_counts
+        nan_t += g_nan
+        return k * bs
 
     # ------------------------------------------------------------------ Cohen et al.
     def predict(self, x, n: int, alpha: float, batch_size: int, seed=None) -> int:

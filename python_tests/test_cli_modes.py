@@ -162,3 +162,13 @@ def test_discrete_radius_of_a_constant_classifier():
     want = max(r for r in range(6) if t[r] < c.p_lower)
     assert c.radius == want == 3
     assert c.radii["l0"] == 3 and c.radii["l1"] == pytest.approx(4 / 16)
+
+
+def test_autocast_is_recorded_and_cuda_graph_needs_cuda(digits_ckpt, tmp_path):
+    out = tmp_path / "bf16.tsv"
+    assert _run("certify", "--model", digits_ckpt, *BASE, "--max", "2", "--autocast", "bfloat16", "--out", out) == 0
+    assert read_log(out)["_n"] == 2
+    sidecars = [p for p in tmp_path.iterdir() if p.name != "bf16.tsv" and p.name.startswith("bf16")]
+    assert any('"autocast": "bfloat16"' in p.read_text() for p in sidecars), sidecars
+    assert _run("certify", "--model", digits_ckpt, *BASE, "--max", "2", "--cuda-graph", "--out",
+                tmp_path / "g.tsv") == 2

@@ -167,3 +167,23 @@ def test_discrete_input_must_be_on_grid(halfspace):
     sm = fastcert.Smooth(halfspace(torch.ones(2)), 2, fastcert.Discrete(0.8, 4))
     with pytest.raises(ValueError, match="grid"):
         sm.certify(torch.tensor([0.3, 0.5]), 10, 100, 0.01, 10)
+
+
+def test_autocast_changes_the_base_classifier_on_cpu():
+    """autocast=bfloat16 really runs the model in bf16 (on the CPU too): two logits 1e-4 apart in float32
+    round to the same bf16 value, so the tie goes to the lower class."""
+    D = 8
+    lin = torch.nn.Linear(D, 2, bias=False)
+    with torch.no_grad():
+        lin.weight[0] = 1.0
+        lin.weight[1] = 1.0 + 1e-4
+    x = torch.full((D,), 0.5)
+    fp32 = fastcert.Smooth(lin, 2, fastcert.Gaussian(0.01))
+    bf16 = fastcert.Smooth(lin, 2, fastcert.Gaussian(0.01), autocast=torch.bfloat16)
+    c32, _ = fp32.sample_counts(x, 500, 100, seed=1)
+    c16, _ = bf16.sample_counts(x, 500, 100, seed=1)
+    assert list(c32) == [0, 500] and list(c16) == [500, 0]
+    with pytest.raises(ValueError, match="cuda_graph"):
+        fastcert.Smooth(lin, 2, fastcert.Gaussian(0.5), cuda_graph=True)  # needs a CUDA device
+    with pytest.raises(TypeError, match="cuda_graph"):
+        fastcert.Smooth(lin, 2, fastcert.Gaussian(0.5), cuda_graph="yes")

@@ -27,7 +27,12 @@ def add_arguments(p):
                    help="stop after this many points (-1: all)")
     p.add_argument("--split", default="test", help="train | test")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--autocast", default=None, help="CUDA only: float16 | bfloat16 base-model autocast")
+    p.add_argument("--autocast", default=None,
+                   help="float16 | bfloat16: run the base model under torch.autocast (CUDA or CPU); this changes "
+                        "the base classifier and is recorded in the log's settings")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="CUDA only: capture one sample-forward-count batch as a CUDA graph and replay it "
+                        "(small models; checked once against the eager path)")
     p.add_argument("--top-k", type=int, default=None, help="certify the top-k prediction set (Jia et al. 2020)")
     p.add_argument("--confidence-measure", default=None,
                    help="score | margin: certify the expected confidence (Kumar et al. 2020) at --radii")
@@ -88,7 +93,10 @@ def run(args) -> int:
     autocast = {None: None, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(args.autocast, "bad")
     if autocast == "bad":
         raise CliError("--autocast must be float16 or bfloat16")
-    smooth = Smooth(model, meta["num_classes"], noise, device=args.device, autocast=autocast)
+    if args.cuda_graph and torch.device(args.device).type != "cuda":
+        raise CliError("--cuda-graph needs --device cuda")
+    smooth = Smooth(model, meta["num_classes"], noise, device=args.device, autocast=autocast,
+                    cuda_graph=args.cuda_graph)
     data = load_dataset(args.dataset, args.split)
     if tuple(data.input_shape) != tuple(meta["input_shape"]):
         raise CliError(f"--dataset {args.dataset} has inputs {data.input_shape} but the model expects "
@@ -97,7 +105,7 @@ def run(args) -> int:
     mode = _mode(args, radii)
     settings = {"command": "certify", "mode": mode, "model": str(args.model), "dataset": args.dataset,
                 "split": args.split, "noise": repr(noise), "n0": args.n0, "n": args.n, "alpha": args.alpha,
-                "seed": args.seed, "autocast": args.autocast, "device_type": torch.device(args.device).type,
+                "seed": args.seed, "autocast": args.autocast, "cuda_graph": args.cuda_graph, "device_type": torch.device(args.device).type,
                 "top_k": args.top_k, "radii": radii, "confidence_measure": args.confidence_measure}
     columns, certify_one = _mode_handlers(mode, args, smooth, radii)
     indices = selected_indices(len(data), args.skip, args.max)
