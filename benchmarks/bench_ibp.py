@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import fastcert
+from fastcert.bench import naive_ibp
 from fastcert.certified_training import margin_lower_bounds, robust_loss, certified_radius
 from fastcert.models import build_model
 
@@ -28,36 +28,6 @@ def cnn7():
     torch.manual_seed(0)
     m = build_model("cnn7", (3, 32, 32), 10, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)).eval()
     return m, torch.rand(BATCH, 3, 32, 32)
-
-
-def naive_ibp(model, x, eps):
-    """Textbook interval arithmetic: lower/upper through every layer, W+ and W- products."""
-    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
-    for m in model.modules():
-        if isinstance(m, (nn.Sequential,)):
-            continue
-        if isinstance(m, fastcert.models.Normalize):
-            lo, hi = m(lo), m(hi)
-        elif isinstance(m, nn.Conv2d):
-            wp, wn = m.weight.clamp(min=0), m.weight.clamp(max=0)
-            conv = lambda t, w: F.conv2d(t, w, None, m.stride, m.padding)  # noqa: E731
-            b = m.bias.view(1, -1, 1, 1)
-            lo, hi = conv(lo, wp) + conv(hi, wn) + b, conv(hi, wp) + conv(lo, wn) + b
-        elif isinstance(m, nn.Linear):
-            wp, wn = m.weight.clamp(min=0), m.weight.clamp(max=0)
-            lo, hi = lo @ wp.T + hi @ wn.T + m.bias, hi @ wp.T + lo @ wn.T + m.bias
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            s = m.weight / torch.sqrt(m.running_var + m.eps)
-            t = m.bias - m.running_mean * s
-            shape = (1, -1, 1, 1) if lo.dim() == 4 else (1, -1)
-            s, t = s.view(shape), t.view(shape)
-            a, b = lo * s + t, hi * s + t
-            lo, hi = torch.minimum(a, b), torch.maximum(a, b)
-        elif isinstance(m, nn.ReLU):
-            lo, hi = lo.clamp(min=0), hi.clamp(min=0)
-        elif isinstance(m, nn.Flatten):
-            lo, hi = m(lo), m(hi)
-    return lo, hi
 
 
 @pytest.mark.benchmark(group="IBP CNN-7 batch 128 (CPU)")

@@ -144,5 +144,7 @@ def test_bench_table_runs(capsys):
     assert main(["bench"]) == 0
     out = capsys.readouterr().out
     rows = [ln for ln in out.splitlines() if "speed-up" in ln]
-    assert len(rows) >= 5
+    assert len(rows) >= 7
     assert any("noise into batch (gaussian" in r for r in rows) and any("l0 thresholds" in r for r in rows)
+    assert any("IBP CNN-7" in r for r in rows) and any("class distances" in r for r in rows)
+    assert any("the floor" in ln and "IBP" in ln for ln in out.splitlines())

@@ -7,6 +7,8 @@ from ..cli import add_common
 def add_arguments(p):
     add_common(p, dataset=False, model=False)
     p.add_argument("--full", action="store_true", help="longer, more stable measurements")
+    p.epilog = ("Rows: noise generation, end-to-end certification, l0 thresholds, IBP, class distances (CPU); "
+                "with --device cuda also end-to-end GPU certification (eager and CUDA graph) and IBP Triton.")
 
 
 def run(args) -> int:
@@ -14,10 +16,13 @@ def run(args) -> int:
 
     from ..bench import run_table
 
+    from ..cli import CliError
+
     torch.manual_seed(args.seed)
-    if args.device != "cpu":
-        print("note: the bench table measures the CPU paths; GPU figures are in benchmarks/RESULTS.md")
-    rows = run_table(quick=not args.full)
+    gpu = torch.device(args.device).type == "cuda"
+    if gpu and not torch.cuda.is_available():
+        raise CliError("--device cuda: torch sees no CUDA device")
+    rows = run_table(quick=not args.full, gpu=gpu)
     if args.out:
         import json
 
