@@ -203,7 +203,13 @@ def save_checkpoint(path, model: nn.Module, *, arch: str, input_shape, num_class
     }
     if extra:
         payload.update(extra)
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp):
+        # through a file object: torch.save names the zip records after a file path, and the temporary
+        # path is random, so saving by path would make identical checkpoints differ byte for byte
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+    atomic_write(path, write)
 
 
 def check_device(device, name: str = "device") -> torch.device:
