@@ -217,7 +217,11 @@ def train_certified(model: nn.Module, dataset: Dataset, method: str = "ibp", *, 
             dist.broadcast(p, 0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(dataset) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.2)
+    total_steps = epochs * steps_per_epoch
+    # torch's OneCycleLR divides by zero when pct_start * total_steps == 1 (its warm-up phase would end at
+    # step 0): there, and only there, warm up for a quarter of the steps instead of a fifth
+    pct_start = 0.2 if 0.2 * total_steps != 1 else 0.25
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=pct_start)
     config = {"method": method, "eps": float(eps), "kappa": float(kappa), "epochs": int(epochs),
               "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "warmup_epochs": float(warmup_epochs),
               "ramp_epochs": float(ramp_epochs), "grad_clip": float(grad_clip), "init": init, "cap": cap,

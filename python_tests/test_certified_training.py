@@ -101,6 +101,17 @@ def test_acert_runs_and_certifies(digits):
     assert ev["clean"] > 0.5 and ev["certified"][0.05] > 0.2 and ev["acr"] > 0.01
 
 
+@pytest.mark.parametrize("n_points", [100, 300])
+def test_five_training_steps(digits, n_points):
+    """1 epoch of 5 batches: torch's OneCycleLR with pct_start 0.2 divided by zero there (its warm-up phase
+    ended at step 0), so `train --method ibp --epochs 1 --max-train 300 --batch 64` crashed."""
+    train = digits[0].subset(range(n_points))
+    m = build_model("mlp", train.input_shape, 10, train.mean, train.std)
+    train_certified(m, train, "ibp", eps=0.05, epochs=1 if n_points == 300 else 5, batch_size=64 if n_points == 300
+                    else 100, seed=0, progress=False, log=lambda *_: None)
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+
+
 def test_bad_arguments(digits):
     train, _ = digits
     m = build_model("cnn_ibp", train.input_shape, 10)
