@@ -289,8 +289,11 @@ def _random_start(x0: torch.Tensor, radius: torch.Tensor, norm: str, gen: torch.
 
 
 def fab_attack(twin: _Twin, x0: torch.Tensor, y: torch.Tensor, norm: str, steps: int = 100,
-               x_start: torch.Tensor | None = None, eta: float = 1.05, beta: float = 0.9, alpha_max: float = 0.1):
-    """One FAB-style run from ``x_start`` (default x0); x0: (B, D) float32 in [0, 1].
+               x_start: torch.Tensor | None = None, eta: float = 1.05, beta: float = 0.9, alpha_max: float = 0.1,
+               target: torch.Tensor | None = None):
+    """One FAB-style run from ``x_start`` (default x0); x0: (B, D) float32 in [0, 1]. ``target`` (B,):
+    the targeted variant (FAB^T of Croce & Hein): every step projects onto the linearized boundary of
+    that class only, instead of the nearest one.
 
     Returns ``(x_adv (B, D) float32, size (B,) float64)`` with size +inf where no adversarial point was
     found. Every returned point was checked adversarial by ``twin.wrong`` (float32 and float64).
@@ -313,7 +316,7 @@ def fab_attack(twin: _Twin, x0: torch.Tensor, y: torch.Tensor, norm: str, steps:
         steps_all, est = halfspace_step(w.reshape(B * C, D), -g.reshape(B * C), xd.repeat_interleave(C, 0), norm)
         est = est.reshape(B, C)
         est[ar, y] = float("inf")
-        j = est.argmin(1)
+        j = est.argmin(1) if target is None else target
         wj, gj = w[ar, j], g[ar, j]
         d_x = steps_all.reshape(B, C, D)[ar, j]  # from the current point
         # from the original point onto the same linearized boundary: w.(x0 + d - x) + g >= 0
@@ -360,8 +363,10 @@ def _default_radius(norm: str, D: int) -> float:
 
 
 def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, *, input_shape,
-                    steps: int = 100, restarts: int = 3, seed: int = 0, twin: _Twin | None = None):
-    """Smallest adversarial perturbation found by FAB-style runs (one from x, ``restarts`` random starts).
+                    steps: int = 100, restarts: int = 3, seed: int = 0, twin: _Twin | None = None,
+                    targets: int = 0):
+    """Smallest adversarial perturbation found by FAB-style runs (one from x, ``restarts`` random starts,
+    and ``targets`` targeted runs from x, one per runner-up class in the order of the clean logits).
 
     x: (B, D) float32 in [0, 1], correctly classified; returns ``(size (B,) float64, x_adv (B, D) float32,
     attack list[str])`` with size +inf and attack "failed" where no run found an adversarial point. Each
@@ -374,13 +379,27 @@ def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
     best = torch.full((B,), float("inf"), dtype=torch.float64, device=x.device)
     best_adv = x.clone()
     who = np.array(["failed"] * B, dtype=object)
-    for r in range(restarts + 1):
-        if r == 0:
+    targets = int(targets)
+    if targets < 0:
+        raise ValueError(f"targets must be >= 0, got {targets}")
+    order = None
+    if targets:
+        with torch.no_grad():
+            lg = twin.logits32(x)
+        lg[torch.arange(B, device=x.device), y] = float("-inf")
+        order = lg.argsort(1, descending=True)[:, :min(targets, lg.shape[1] - 1)]
+    runs = [("untargeted", r) for r in range(restarts + 1)] + [("targeted", t) for t in range(
+        0 if order is None else order.shape[1])]
+    for kind, r in runs:
+        tgt = None
+        if kind == "targeted":
+            start, name, tgt = None, f"fab-target{r + 1}", order[:, r]
+        elif r == 0:
             start, name = None, "fab"
         else:
             radius = torch.where(torch.isfinite(best), 0.5 * best, torch.full_like(best, _default_radius(norm, D)))
             start, name = _random_start(x.double(), radius.cpu(), norm, gen).float(), f"fab-restart{r}"
-        adv, size = fab_attack(twin, x, y, norm, steps=steps, x_start=start)
+        adv, size = fab_attack(twin, x, y, norm, steps=steps, x_start=start, target=tgt)
         found = torch.isfinite(size)
         if bool(found.any()):
             adv_r, size_r = refine(twin, x, adv, y, norm)

@@ -404,15 +404,16 @@ def _ibp_certified_linf(model, x, y, grid, batch_size):
 
 
 def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: int = 2, steps: int = 100,
+          targets: int = 3,
           batch_size: int = 256, seed: int = 0, certified=None, label: str = "model", keep_adversarials=False,
           mip_time_limit: float = 60.0, device=None, progress: bool = False) -> RobustnessCurve:
     """Minimal adversarial perturbations of ``model`` at (x, y) in each norm -> :class:`RobustnessCurve`.
 
     model: a torch module mapping (B, *input_shape) images in [0, 1] to logits (fastcert zoo models);
     x: (N, *input_shape) in [0, 1]; y: (N,) labels. Perturbed points stay in [0, 1].
-    method: "linear" (exact, affine models only), "attack" (FAB-style, ``restarts`` random restarts of
-    ``steps`` steps each, bisection refinement; upper bounds on d_p, the smallest over all runs kept and
-    its run logged in ``.attacks``), "exact" (after the attack, a mixed-integer program solved by HiGHS:
+    method: "linear" (exact, affine models only), "attack" (FAB-style: one run from x, ``restarts`` random
+    restarts and ``targets`` targeted runs towards the runner-up classes, ``steps`` steps each, bisection
+    refinement; upper bounds on d_p, the smallest over all runs kept and its run logged in ``.attacks``), "exact" (after the attack, a mixed-integer program solved by HiGHS:
     MILPs for l1 and linf, an outer-approximation sequence of MILPs for l2 that stops when the proven lower
     bound is within 1e-4 relative of the best point; the lower bounds are in ``.meta["mip_lower"]``; small
     ReLU nets), "auto".
@@ -441,7 +442,8 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
     y = torch.as_tensor(np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y))
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8) or y.shape != (x.shape[0],):
         raise ValueError(f"y must be integer labels of shape ({x.shape[0]},)")
-    for name, v, lo in (("restarts", restarts, 0), ("steps", steps, 1), ("batch_size", batch_size, 1)):
+    for name, v, lo in (("restarts", restarts, 0), ("steps", steps, 1), ("batch_size", batch_size, 1),
+                        ("targets", targets, 0)):
         if int(v) != v or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v}")
     if device is None:
@@ -514,7 +516,7 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
                         names[todo.cpu().numpy()] = "linear (no float32 witness)"
                 else:
                     size, xa, names = min_norm_attack(model, xb, yb, norm, input_shape=input_shape, steps=steps,
-                                                      restarts=restarts, seed=seed + s, twin=twin)
+                                                      restarts=restarts, seed=seed + s, twin=twin, targets=targets)
                     names = np.array(names, dtype=object)
                     if use == "exact":
                         from .exact_mip import mip_min_perturbation
