@@ -149,7 +149,8 @@ class Smooth:
         first = key not in self._checked_shapes
         try:
             if self.autocast is not None:
-                with torch.autocast(batch.device.type, dtype=self.autocast):
+                # no weight-cast cache under CUDA graphs: cached casts would be captured as stale tensors
+                with torch.autocast(batch.device.type, dtype=self.autocast, cache_enabled=not self.cuda_graph):
                     logits = self.model(batch)
             else:
                 logits = self.model(batch)
