@@ -107,6 +107,16 @@ class LogWriter:
         self._sync()
         self.done.add(idx)
 
+    def write_many(self, rows) -> None:
+        """Append several rows (those whose idx is not done yet) and sync once: a kill leaves a prefix of
+        them, at worst with a torn last line, which a resume cuts off."""
+        for row in rows:
+            idx = int(row["idx"])
+            if idx not in self.done:
+                self.f.write("\t".join(str(row[c]) for c in self.columns) + "\n")
+                self.done.add(idx)
+        self._sync()
+
     def close(self):
         self.f.close()
 

@@ -65,3 +65,76 @@ def test_cli_errors(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]
+
+
+def test_curve_cli_equals_api(tmp_path, ckpts):
+    """The CLI computes batch by batch (for resuming); the result is fastcert.curve's on all points."""
+    out = tmp_path / "c.npz"
+    assert main(["curve", "--model", ckpts[0], "--norms", "l1,linf", "--max", "5", "--batch", "2", "--restarts", "1",
+                 "--steps", "10", "--seed", "4", "--certified", "ibp", "--out", str(out), "--quiet"]) == 0
+    got = load_curve(out)
+    model, _ = fastcert.load_checkpoint(ckpts[0])
+    te = fastcert.load_dataset("digits", "test")
+    want = fastcert.curve(model, te.x[:5], te.y[:5], ("l1", "linf"), restarts=1, steps=10, batch_size=2, seed=4,
+                          certified="ibp", label="m0")
+    assert got.label == want.label and got.norms == want.norms
+    for n in want.norms:
+        assert np.array_equal(got.distances[n], want.distances[n]), n
+        assert list(got.attacks[n]) == list(want.attacks[n]), n
+        assert np.array_equal(got.certified[n], want.certified[n]), n
+
+
+def test_curve_resume(tmp_path, ckpts, capsys, monkeypatch):
+    """Interrupted after 2 of 4 batches: the rows file holds exactly those points; a rerun with another
+    setting is refused naming the option; the same command computes only the missing batches (a torn
+    last line is recomputed), keeps the finished rows as they are, and removes the side files."""
+    import fastcert.curves as fc
+    from fastcert.commands.curve import rows_path
+
+    out = tmp_path / "c.csv"
+    base = ["curve", "--model", ckpts[0], "--norms", "l1,linf", "--max", "7", "--batch", "2", "--restarts", "0",
+            "--steps", "10", "--quiet", "--out", str(out)]
+    real, seeds = fc.curve, []
+
+    def interrupted(*a, **k):
+        if len(seeds) == 2:
+            raise KeyboardInterrupt
+        seeds.append(k["seed"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(fc, "curve", interrupted)
+    assert main([*base, "--seed", "2"]) == 130
+    rows = rows_path(out)
+    assert not out.exists() and rows.exists() and seeds == [2, 4]  # batch s is seeded with --seed + s
+    lines = rows.read_text().splitlines()
+    assert lines[0].split("\t") == ["idx", "d_l1", "attack_l1", "d_linf", "attack_linf"]
+    assert [ln.split("\t")[0] for ln in lines[1:]] == ["0", "1", "2", "3"]
+    capsys.readouterr()
+    for flag, value in (("--seed", "3"), ("--steps", "11"), ("--batch", "3"), ("--max", "6"),
+                        ("--norms", "linf,l1"), ("--method", "attack")):
+        argv = [*base, "--seed", "2"]
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{flag}: was" in err[0] and "other settings" in err[0], (flag, err)
+    # a finished row is kept as written (here: changed by hand, so that recomputing it would show)
+    fields = lines[1].split("\t")
+    fields[1] = "0.5"
+    rows.write_text("\n".join([lines[0], "\t".join(fields), *lines[2:]]) + "\n4\t0.12")  # + a torn row
+    seeds.clear()
+    monkeypatch.setattr(fc, "curve", lambda *a, **k: (seeds.append(k["seed"]), real(*a, **k))[1])
+    assert main([*base, "--seed", "2"]) == 0
+    assert seeds == [6, 8]  # only the batches of points 4-5 and 6
+    c = load_curve(out)
+    assert len(c) == 7 and c.distances["l1"][0] == 0.5
+    assert not rows.exists() and not (tmp_path / "c.csv.rows.tsv.json").exists()
+    # the uninterrupted run agrees everywhere else
+    ref = tmp_path / "ref.csv"
+    assert main([*base[:-1], str(ref), "--seed", "2"]) == 0
+    r = load_curve(ref)
+    for n in ("l1", "linf"):
+        assert np.array_equal(c.distances[n][1:], r.distances[n][1:]) and list(c.attacks[n]) == list(r.attacks[n])
+    assert c.distances["linf"][0] == r.distances["linf"][0]

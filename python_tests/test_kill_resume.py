@@ -1,12 +1,14 @@
-"""Interruption (issue 10, item 4): SIGKILL `certify` and `train` while they work, rerun the same
-command, and compare with a run that was never interrupted.
+"""Interruption (issue 10, item 4): SIGKILL `certify`, `train` and `curve` while they work, rerun the
+same command, and compare with a run that was never interrupted.
 
-The kill moment: poll the output until the process has finished at least 2 rows (certify) or 2 epochs
-(train), then wait a random extra moment (seeded) and SIGKILL, so the kill lands anywhere in the
-following rows / epochs, mid-write included, yet never before the process has started writing.
+The kill moment: poll the output until the process has finished at least 2 rows (certify), 2 epochs
+(train) or 1 batch of points (curve), then wait a random extra moment (seeded) and SIGKILL, so the kill
+lands anywhere in the following rows / epochs / batches, mid-write included, yet never before the
+process has started writing.
 """
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -137,3 +139,39 @@ def test_train_killed_and_resumed(tmp_path):
     assert resumed["state_dict"].keys() == expected["state_dict"].keys()
     for k, v in expected["state_dict"].items():
         assert torch.equal(resumed["state_dict"][k], v), k
+
+
+def test_curve_killed_and_resumed(ckpt, tmp_path):
+    """`curve --out` saves each finished batch to OUT.rows.tsv; kill it after >= 1 batch, rerun: the rows
+    finished before the kill are kept, none is lost or duplicated, and OUT is byte for byte the file of an
+    uninterrupted run (CSV output, so the bytes can be compared)."""
+    from fastcert.commands.curve import rows_path
+
+    args = ["curve", "--model", ckpt, "--norms", "linf,l2", "--max", "12", "--batch", "2", "--restarts", "1",
+            "--steps", "10", "--seed", "5", "--quiet"]
+    out = tmp_path / "killed.csv"
+    rows = rows_path(out)
+
+    def one_batch():
+        return rows.exists() and rows.read_text().count("\n") >= 3  # header + one finished batch of 2 points
+
+    proc = _start([*args, "--out", out], tmp_path)
+    killed = _kill_when(proc, one_batch, float(np.random.default_rng(21).uniform(0.0, 0.3)))
+    assert killed and not out.exists(), "the run finished before the kill: make the batches slower"
+    header, kept = _rows(rows)
+    kept = kept if rows.read_bytes().endswith(b"\n") else kept[:-1]  # a torn last line is not a row
+    assert 2 <= len(kept) < 12
+    r = subprocess.run([sys.executable, "-m", "fastcert.cli", *map(str, args), "--out", out], cwd=tmp_path,
+                       env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and not rows.exists() and not Path(str(rows) + ".json").exists()
+    final = list(csv.reader(out.read_text().splitlines()))
+    head, body = final[1], final[2:]
+    assert [int(b[0]) for b in body] == list(range(12))  # none lost, none duplicated, in order
+    for row in kept:  # the rows finished before the kill are the final ones
+        got = dict(zip(head, body[int(row[0])]))
+        for col, v in zip(header[1:], row[1:]):
+            assert got[col] == (repr(float(v)) if col.startswith("d_") else v), (row, col)
+    ref = tmp_path / "ref.csv"
+    assert main([*map(str, args), "--out", str(ref)]) == 0
+    assert out.read_bytes() == ref.read_bytes()
