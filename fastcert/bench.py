@@ -308,10 +308,10 @@ def _stratified_rows(quick: bool):
 def _fmt(r: dict) -> str:
     if r.get("floor"):  # the reference is a floor (forward passes): report what we cost on top of it
         ratio = r["ours_s"] / r["ref_s"] if r["ref_s"] > 0 else float("nan")
-        return (f"{r['benchmark']:<52} ours {r['ours_s'] * 1e3:9.2f} ms   floor     {r['ref_s'] * 1e3:9.2f} ms   "
+        return (f"{r['benchmark']:<56} ours {r['ours_s'] * 1e3:9.2f} ms   floor     {r['ref_s'] * 1e3:9.2f} ms   "
                 f"cost     {ratio:6.2f}x the floor")
     ratio = r["ref_s"] / r["ours_s"] if r["ours_s"] > 0 else float("nan")
-    return (f"{r['benchmark']:<52} ours {r['ours_s'] * 1e3:9.2f} ms   reference {r['ref_s'] * 1e3:9.2f} ms   "
+    return (f"{r['benchmark']:<56} ours {r['ours_s'] * 1e3:9.2f} ms   reference {r['ref_s'] * 1e3:9.2f} ms   "
             f"speed-up {ratio:6.2f}x")
 
 
