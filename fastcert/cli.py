@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 SUBCOMMANDS = {
@@ -74,6 +75,13 @@ def main(argv=None) -> int:
             msg = f"{msg}: {e.filename}"
         print(f"error: {msg.splitlines()[0] if msg else type(e).__name__}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug, not bad input: one line, the traceback on request
+        if os.environ.get("FASTCERT_DEBUG"):
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"error: internal error {type(e).__name__}: {first} (set FASTCERT_DEBUG=1 for the traceback; "
+              f"please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -148,3 +148,20 @@ def test_bench_table_runs(capsys):
     assert any("noise into batch (gaussian" in r for r in rows) and any("l0 thresholds" in r for r in rows)
     assert any("IBP CNN-7" in r for r in rows) and any("class distances" in r for r in rows)
     assert any("the floor" in ln and "IBP" in ln for ln in out.splitlines())
+
+
+def test_unexpected_exception_is_one_line(monkeypatch, capsys):
+    """A bug (not bad input) still ends in one line naming the exception, exit 1; FASTCERT_DEBUG re-raises."""
+    from fastcert import bench
+
+    def boom(**kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(bench, "run_table", boom)
+    monkeypatch.delenv("FASTCERT_DEBUG", raising=False)
+    assert main(["bench"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ZeroDivisionError" in err and "FASTCERT_DEBUG" in err
+    monkeypatch.setenv("FASTCERT_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(["bench"])

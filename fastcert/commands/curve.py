@@ -34,6 +34,9 @@ def add_arguments(p):
     p.add_argument("--method", default="auto", help="auto | attack | exact | linear")
     p.add_argument("--restarts", type=int, default=2, help="random restarts of the attack")
     p.add_argument("--steps", type=int, default=100, help="attack steps per run")
+    p.add_argument("--targets", type=int, default=3,
+                   help="targeted attack runs per point, towards the runner-up classes (FAB^T)")
+    p.set_defaults(batch=128)
     p.add_argument("--max", type=int, default=1000, help="use the first N test points")
     p.add_argument("--split", default="test", help="dataset split (test or train)")
     p.add_argument("--certified", default=None, help="'ibp': add IBP-certified lower bounds (band in the plot)")
@@ -129,6 +132,7 @@ def compute_curve(model, x, y, norms, args, label: str, out=None, settings=None)
                 continue
             # one batch exactly as curve() computes it on all points: same composition, seed + s
             c = curve(model, x[s:e], y[s:e], norms, method=args.method, restarts=args.restarts, steps=args.steps,
+                      targets=args.targets,
                       batch_size=batch, seed=args.seed + s, label=label, device=args.device)
             for nm in norms:
                 dist[nm][s:e] = c.distances[nm]
