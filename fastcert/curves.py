@@ -261,7 +261,7 @@ class RobustnessCurve:
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write ``.npz`` (default) or ``.csv`` (one row per point), atomically."""
-        from .models import atomic_write
+        from .models import atomic_write, save_npz
 
         path = Path(path)
         if path.suffix == ".csv":
@@ -288,10 +288,8 @@ class RobustnessCurve:
                     arrays[f"attack_{n}"] = np.asarray(self.attacks[n], dtype=str)
                 if n in self.certified:
                     arrays[f"cert_{n}"] = np.asarray(self.certified[n], dtype=np.float64)
-
-            def write(tmp):
-                with open(tmp, "wb") as f:
-                    np.savez(f, **arrays)
+            save_npz(path, arrays)
+            return
         atomic_write(path, write)
 
     @classmethod
@@ -401,6 +399,15 @@ def _ibp_certified_linf(model, x, y, grid, batch_size):
         rad[ok] = eps
         alive &= ok
     return rad
+
+
+def ibp_certified_band(model, x, y, dist: dict, norms, batch_size: int) -> dict:
+    """The certified lower curve of ``curve(certified="ibp")``: per point the largest IBP-certified linf
+    radius on a grid of 40 steps up to the largest finite linf distance found (at least 1e-3), used for
+    every norm (the l1 and l2 balls of radius r lie inside the linf ball of radius r)."""
+    top = max(float(np.max(dist["linf"][np.isfinite(dist["linf"])], initial=0.0)) if "linf" in dist else 0.0, 1e-3)
+    r = _ibp_certified_linf(model, x, y, np.linspace(0, top, 41)[1:], batch_size)
+    return {n: r.copy() for n in norms}
 
 
 def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: int = 2, steps: int = 100,
@@ -565,11 +572,7 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
                 raise ValueError(f"certified[{n!r}] must be (N,) non-negative radii")
             cert[n] = r
     elif certified == "ibp":
-        top = max(float(np.max(dist["linf"][np.isfinite(dist["linf"])], initial=0.0)) if "linf" in dist else 0.0, 1e-3)
-        grid = np.linspace(0, top, 41)[1:]
-        r = _ibp_certified_linf(model, x, y, grid, batch_size)
-        for n in norms:  # l1 and l2 balls of radius r lie inside the linf ball of radius r
-            cert[n] = r.copy()
+        cert = ibp_certified_band(model, x, y, dist, norms, batch_size)
     elif certified is not None:
         raise ValueError(f"certified must be None, 'ibp' or a dict of radii, got {certified!r}")
     return RobustnessCurve(norms, dist, att, cert, label, meta, advs)

@@ -10,8 +10,8 @@ global RNGs (torch, numpy, random) are scrambled, so an output that depends on l
   placeholder; in train's per-epoch lines the wall-clock "(2.1s)" is stripped);
 * certify / predict logs: every column except ``time`` (wall-clock seconds per point), the only
   wall-clock field in them; it is stripped, everything else must match byte for byte;
-* ``.npz`` outputs (curve, distances): every array; the archives themselves are not byte-identical
-  because ``np.savez`` stamps each zip entry with the wall-clock time of writing;
+* ``.npz`` outputs (curve, distances): byte for byte too (written with a fixed zip timestamp by
+  ``fastcert.models.save_npz``), and array by array;
 * bench: see :func:`test_bench`.
 
 A different seed must change the output of every command whose output is random (certify in each mode
@@ -187,8 +187,9 @@ def test_curve(ckpt, tmp_path, capsys):
     (a_csv, ta), (b_csv, tb), (c_csv, _) = once("a", 5, ".csv"), once("b", 5, ".csv"), once("c", 6, ".csv")
     assert a_csv.read_bytes() == b_csv.read_bytes() and ta == tb
     assert a_csv.read_bytes() != c_csv.read_bytes()  # the random restarts start elsewhere
-    # .npz: the same arrays (the zip entries carry their wall-clock write time)
+    # .npz: byte for byte (fixed zip timestamps) and the same arrays
     (a_npz, _), (b_npz, _) = once("a", 5, ".npz"), once("b", 5, ".npz")
+    assert a_npz.read_bytes() == b_npz.read_bytes()
     za, zb = npz(a_npz), npz(b_npz)
     assert same_arrays(za, zb)
     assert np.array_equal(za["d_l2"], fastcert.curves.load_curve(a_csv).distances["l2"])
@@ -199,9 +200,10 @@ def test_distances(tmp_path, capsys):
         out = tmp_path / folder / "d.npz"
         text = run(capsys, "distances", "--norms", "l1,l2,linf", "--max", "60", "--max-reference", "300",
                    "--seed", seed, "--quiet", "--out", out)
-        return npz(out), text
+        return npz(out), text, out.read_bytes()
 
-    (a, ta), (b, tb), (c, tc) = once("a", 1), once("b", 1), once("c", 2)
+    (a, ta, ba), (b, tb, bb), (c, tc, bc) = once("a", 1), once("b", 1), once("c", 2)
+    assert ba == bb == bc
     assert same_arrays(a, b) and same_arrays(a, c)  # exact nearest neighbours: no seed involved
     assert ta == tb == tc
 

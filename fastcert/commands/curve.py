@@ -110,7 +110,7 @@ def compute_curve(model, x, y, norms, args, label: str, out=None, settings=None)
     import torch
     from tqdm.auto import tqdm
 
-    from ..curves import RobustnessCurve, _ibp_certified_linf, curve
+    from ..curves import RobustnessCurve, curve, ibp_certified_band
     from ..logs import LogWriter
 
     n, batch = x.shape[0], args.batch
@@ -150,12 +150,8 @@ def compute_curve(model, x, y, norms, args, label: str, out=None, settings=None)
         dist, att = _read_rows(rows_path(out), norms, n)
     cert = {}
     if args.certified == "ibp":  # as curve(certified="ibp"): needs every point's linf distance first
-        xd = x.float().to(args.device)
-        yd = torch.as_tensor(y).long().to(args.device)
-        top = max(float(np.max(dist["linf"][np.isfinite(dist["linf"])], initial=0.0)) if "linf" in dist else 0.0,
-                  1e-3)
-        r = _ibp_certified_linf(model.eval(), xd, yd, np.linspace(0, top, 41)[1:], batch)
-        cert = {nm: r.copy() for nm in norms}
+        cert = ibp_certified_band(model.eval(), x.float().to(args.device), torch.as_tensor(y).long().to(args.device),
+                                  dist, norms, batch)
     return RobustnessCurve(tuple(norms), dist, att, cert, label)
 
 

@@ -20,7 +20,7 @@ def run(args) -> int:
 
     from ..curves import _parse_norms, class_distances
     from ..data import load_dataset
-    from ..models import atomic_write
+    from ..models import save_npz
 
     norms = _parse_norms(args.norms)
     for flag, v in (("--split", args.split), ("--reference", args.reference)):
@@ -48,10 +48,7 @@ def run(args) -> int:
         arrays = {f"{k}_{n}": out[n][k] for n in norms for k in ("inter", "intra")}
         arrays["labels"] = q.y.numpy()
 
-        def write(tmp):
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-        atomic_write(args.out, write)
+        save_npz(args.out, arrays)
     if args.plot:
         import matplotlib
 
