@@ -172,6 +172,21 @@ def build_model(arch: str, input_shape, num_classes: int, mean=(0.0,), std=(1.0,
     return nn.Sequential(Normalize(mean, std), body)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask's set-and-restore is racy
+    under threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write_fn) -> None:
     """Write via a temporary file in the same folder and rename: a kill never leaves a torn file."""
     path = Path(path)
@@ -180,6 +195,8 @@ def atomic_write(path, write_fn) -> None:
     os.close(fd)
     try:
         write_fn(tmp)
+        # mkstemp creates the file 0600; give the result the permissions a plain open() would (umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

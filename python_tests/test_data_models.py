@@ -114,3 +114,23 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="arch"):
         build_model("vgg", (1, 8, 8), 10)
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    """Files written via a temporary file and rename get the mode a plain open() gives (0666 & ~umask),
+    not mkstemp's private 0600."""
+    import os
+
+    from fastcert.models import _umask, save_npz
+
+    mask = os.umask(0o022)
+    try:
+        assert _umask() == 0o022
+        save_npz(tmp_path / "a.npz", {"x": np.arange(3)})
+        assert (tmp_path / "a.npz").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        save_npz(tmp_path / "b.npz", {"x": np.arange(3)})
+        assert (tmp_path / "b.npz").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(mask)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["x"], np.arange(3))
