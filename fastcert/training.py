@@ -146,7 +146,8 @@ def train(model, dataset: Dataset, method: str = "gaussian", *, sigma: float = 0
             total += len(yb)
             correct += int((logits.argmax(1) == yb).sum())
             loss_sum += float(loss.detach()) * len(yb)
-        log(f"epoch {epoch + 1}/{epochs}: loss {loss_sum / total:.4f}, noisy train acc {correct / total:.4f} "
+        kind = "train acc" if method == "none" else "noisy train acc"
+        log(f"epoch {epoch + 1}/{epochs}: loss {loss_sum / total:.4f}, {kind} {correct / total:.4f} "
             f"({time.time() - t0:.1f}s)")
         if out is not None:
             _save(out, model, opt, sched, config, epoch + 1, arch, arch_kwargs, dataset)
