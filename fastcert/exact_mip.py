@@ -252,7 +252,7 @@ def mip_min_perturbation(layers, x, y, norm, upper=None, time_limit=60.0, rel_ga
             inc[q] = (best_z - x) ** 2
             try:
                 h.setSolution(_as_solution(highspy, inc))
-            except Exception:  # an older highspy without setSolution: the solve is merely slower
+            except AttributeError:  # an older highspy without setSolution: the solve is merely slower
                 pass
             status, sol, lb = solve()
             if sol is None:

@@ -46,6 +46,15 @@ def floor_str(value, digits: int = 6) -> str:
     return f"{q:.{digits}f}".rstrip("0").rstrip(".") if q != int(q) else str(float(q))
 
 
+class SettingsMismatch(ValueError):
+    """A resumed log was written with other settings; ``diff`` lists (key, old value, new value)."""
+
+    def __init__(self, path, diff):
+        self.path, self.diff = Path(path), list(diff)
+        what = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, a, b in self.diff)
+        super().__init__(f"out: {self.path} was written with different settings ({what}); use another --out")
+
+
 class LogWriter:
     """Append-only TSV log with resume. ``settings`` (a JSON-able dict) must match on resume."""
 
@@ -59,12 +68,16 @@ class LogWriter:
         meta = Path(str(self.path) + ".json")
         if settings is not None:
             if meta.exists() and self.path.exists():
-                old = json.loads(meta.read_text())
-                if old != json.loads(json.dumps(settings)):
-                    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != json.loads(json.dumps(settings)).get(k))
-                    raise ValueError(f"out: {self.path} was written with different settings ({', '.join(diff)}); "
-                                     "use another --out")
-            if not (meta.exists() and self.path.exists()):
+                try:
+                    old = json.loads(meta.read_text())
+                except (OSError, ValueError):
+                    raise ValueError(f"out: the settings file {meta} is unreadable; delete it and {self.path} "
+                                     "to start over, or use another --out") from None
+                new = json.loads(json.dumps(settings))
+                diff = [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+                if diff:
+                    raise SettingsMismatch(self.path, diff)
+            else:
                 tmp = meta.with_suffix(".json.tmp")
                 tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
                 os.replace(tmp, meta)
@@ -100,12 +113,8 @@ class LogWriter:
         os.fsync(self.f.fileno())
 
     def write(self, row: dict) -> None:
-        idx = int(row["idx"])
-        if idx in self.done:
-            return
-        self.f.write("\t".join(str(row[c]) for c in self.columns) + "\n")
-        self._sync()
-        self.done.add(idx)
+        """Append one row (unless its idx is done) and sync."""
+        self.write_many([row])
 
     def write_many(self, rows) -> None:
         """Append several rows (those whose idx is not done yet) and sync once: a kill leaves a prefix of

@@ -271,16 +271,20 @@ def _margin_spec(y, k):
     return C[keep].view(B, k - 1, k)
 
 
-@pytest.mark.parametrize("name", ["mlp_bn1d", "cnn_bn2d_pool", "basic_blocks"])
-def test_spec_folding_sound_and_tighter(name):
+def _margin_case(name, seed, B):
+    """A test network, a seeded generator, B random inputs and the margin specification of random labels."""
     net, shape = _net(name)
-    g = torch.Generator().manual_seed(4)
-    B = 4
+    g = torch.Generator().manual_seed(seed)
     x = torch.rand((B, *shape), generator=g)
     with torch.no_grad():
         k = net(x).shape[1]
     y = torch.randint(0, k, (B,), generator=g)
-    C = _margin_spec(y, k)
+    return net, g, B, x, _margin_spec(y, k)
+
+
+@pytest.mark.parametrize("name", ["mlp_bn1d", "cnn_bn2d_pool", "basic_blocks"])
+def test_spec_folding_sound_and_tighter(name):
+    net, g, B, x, C = _margin_case(name, seed=4, B=4)
     eps = 0.03
     lo, hi = fastcert.ibp_bounds(net, x, eps, C=C)
     llo, lhi = fastcert.ibp_bounds(net, x, eps)
@@ -295,14 +299,7 @@ def test_spec_folding_sound_and_tighter(name):
 
 @pytest.mark.parametrize("name", ["mlp_bn1d", "cnn_bn2d_pool", "basic_blocks", "cifar_resnet8", "residual_container"])
 def test_crown_ibp_sound_and_tighter(name):
-    net, shape = _net(name)
-    g = torch.Generator().manual_seed(5)
-    B = 6
-    x = torch.rand((B, *shape), generator=g)
-    with torch.no_grad():
-        k = net(x).shape[1]
-    y = torch.randint(0, k, (B,), generator=g)
-    C = _margin_spec(y, k)
+    net, g, B, x, C = _margin_case(name, seed=5, B=6)
     eps = 0.02
     lo, hi = fastcert.ibp_bounds(net, x, eps, C=C, method="crown-ibp")
     ilo, ihi = fastcert.ibp_bounds(net, x, eps, C=C)

@@ -11,7 +11,6 @@ settings is refused. Both side files are removed once ``--out`` is written.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from ..cli import CliError, add_common
@@ -63,23 +62,6 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
-def _check_settings(rows: Path, settings: dict) -> None:
-    """Refuse to resume rows that were computed with other settings, naming the options that differ."""
-    meta = Path(str(rows) + ".json")
-    if not (rows.exists() and meta.exists()):
-        return
-    try:
-        old = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        raise CliError(f"--out: {meta} is unreadable; delete it and {rows} to start over") from None
-    new = json.loads(json.dumps(settings))
-    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    if diff:
-        what = "; ".join(f"{_option(k)}: was {old.get(k)!r}, now {new.get(k)!r}" for k in diff)
-        raise CliError(f"--out: the unfinished run in {rows} used other settings ({what}); rerun it with the "
-                       f"same options, or delete {rows} and {meta} to start over")
-
-
 def _read_rows(rows: Path, norms, n: int):
     import numpy as np
 
@@ -111,15 +93,20 @@ def compute_curve(model, x, y, norms, args, label: str, out=None, settings=None)
     from tqdm.auto import tqdm
 
     from ..curves import RobustnessCurve, curve, ibp_certified_band
-    from ..logs import LogWriter
+    from ..logs import LogWriter, SettingsMismatch
 
     n, batch = x.shape[0], args.batch
     columns = ["idx"] + [c for nm in norms for c in (f"d_{nm}", f"attack_{nm}")]
     log = None
     if out is not None:
         rows = rows_path(out)
-        _check_settings(rows, settings)
-        log = LogWriter(rows, columns, settings)
+        try:
+            log = LogWriter(rows, columns, settings)
+        except SettingsMismatch as e:  # name the options that differ
+            what = "; ".join(f"{_option(k)}: was {a!r}, now {b!r}" for k, a, b in e.diff)
+            meta = Path(str(rows) + ".json")
+            raise CliError(f"--out: the unfinished run in {rows} used other settings ({what}); rerun it with the "
+                           f"same options, or delete {rows} and {meta} to start over") from None
     try:
         dist = {nm: np.zeros(n) for nm in norms}
         att = {nm: np.array([""] * n, dtype=object) for nm in norms}
