@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastcert.bench import gpu_certify_workload
+from fastcert.bench.workloads import gpu_certify_workload
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 N = 100_000

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 import fastcert
-from fastcert.bench import naive_ibp
-from fastcert.certified_training import margin_lower_bounds, robust_loss, certified_radius
-from fastcert.models import build_model
+from fastcert.bench.workloads import naive_ibp
+from fastcert.training.certified import robust_loss
+from fastcert.ibp.radius import margin_lower_bounds, certified_radius
+from fastcert.models.zoo import build_model
 
 BATCH = 128
 

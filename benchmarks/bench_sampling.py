@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fastcert import _core
-from fastcert.bench import certify_workload, forward_workload, noise_workload
+from fastcert.bench.workloads import certify_workload, forward_workload, noise_workload
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "laplace", "uniform"])

@@ -31,7 +31,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import fastcert  # noqa: E402
-from fastcert.models import build_model, load_checkpoint, save_checkpoint  # noqa: E402
+from fastcert.models.zoo import build_model  # noqa: E402
+from fastcert.models.checkpoint import load_checkpoint, save_checkpoint
 
 OUT = ROOT / "build" / "seq"
 SIGMA = 0.25

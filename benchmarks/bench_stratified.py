@@ -1,7 +1,7 @@
 """Exact stratified (l0) thresholds: compiled path vs the gmpy2 reference.
 
 Target (issue 3): every threshold rho_r^{-1}(1/2) for K = 255, r = 0..100 at one alpha at least 100x
-faster than the straightforward gmpy2 reference (fastcert.reference.stratified). Both produce exact
+faster than the straightforward gmpy2 reference (fastcert.smoothing.reference_stratified). Both produce exact
 Fractions and are checked equal here.
 
 Run: pytest benchmarks/bench_stratified.py --benchmark-enable --benchmark-group-by=group
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastcert import stratified
+from fastcert.smoothing import stratified
 
 ALPHA, K, RADII = "0.8", 255, range(101)
 

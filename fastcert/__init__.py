@@ -12,37 +12,37 @@ __version__ = "0.1.0"
 # public name -> submodule that defines it
 _PUBLIC = {
     # noises and smoothing (Cohen et al. 2019; Teng et al. 2020; Yang et al. 2020; Lee et al. 2019)
-    "Gaussian": "noise",
-    "Laplace": "noise",
-    "Uniform": "noise",
-    "Discrete": "noise",
-    "Smooth": "smoothing",
-    "Certificate": "smoothing",
+    "Gaussian": "smoothing.noise",
+    "Laplace": "smoothing.noise",
+    "Uniform": "smoothing.noise",
+    "Discrete": "smoothing.noise",
+    "Smooth": "smoothing.smooth",
+    "Certificate": "smoothing.smooth",
     # statistics
     "clopper_pearson_lower": "stats",
     "clopper_pearson": "stats",
     # top-k (Jia et al. 2020)
-    "topk_radius": "topk",
+    "topk_radius": "smoothing.topk",
     # stratified discrete smoothing (Lee et al. 2019)
-    "threshold": "stratified",
-    "region_cardinalities": "stratified",
+    "threshold": "smoothing.stratified",
+    "region_cardinalities": "smoothing.stratified",
     # confidence certificates (Kumar et al. 2020)
-    "confidence_bounds": "confidence",
-    "certify_confidence": "confidence",
+    "confidence_bounds": "smoothing.confidence",
+    "certify_confidence": "smoothing.confidence",
     # interval bound propagation
-    "ibp_bounds": "ibp",
+    "ibp_bounds": "ibp.api",
     # robustness curves (Goepfert et al.)
-    "curve": "curves",
-    "RobustnessCurve": "curves",
-    "class_distances": "curves",
+    "curve": "robustness.curves",
+    "RobustnessCurve": "robustness.curves",
+    "class_distances": "robustness.curves",
     # training, data, models, analysis
-    "train": "training",
-    "analyze": "analyze",
+    "train": "training.loop",
+    "analyze": "analysis.tables",
     "load_dataset": "data",
-    "build_model": "models",
-    "load_checkpoint": "models",
-    "save_checkpoint": "models",
-    "build_info": "_build",
+    "build_model": "models.zoo",
+    "load_checkpoint": "models.checkpoint",
+    "save_checkpoint": "models.checkpoint",
+    "build_info": "_native",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

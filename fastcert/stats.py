@@ -1,11 +1,12 @@
 """Confidence bounds used by the certificates (scipy.stats only)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from scipy.stats import beta as _beta
 from scipy.stats import binomtest
+
+from fastcert.validate import check_alpha  # noqa: F401  (the bounds' level check)
 
 
 def _check_counts(k, n):
@@ -18,16 +19,6 @@ def _check_counts(k, n):
     if not 0 <= k <= n:
         raise ValueError(f"count must be in [0, n={n}], got {k}")
     return k, n
-
-
-def check_alpha(alpha, name="alpha") -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number in (0, 1), got {alpha!r}") from None
-    if not (0.0 < a < 1.0) or math.isnan(a):
-        raise ValueError(f"{name} must be in (0, 1), got {alpha!r}")
-    return a
 
 
 def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:

@@ -32,7 +32,7 @@ def halfspace():
 def digits_ckpt(tmp_path_factory):
     """A small CNN trained on digits with Gaussian noise (sigma = 0.25), a few seconds on a CPU."""
     from fastcert.data import load_dataset
-    from fastcert.training import train
+    from fastcert.training.loop import train
 
     path = tmp_path_factory.mktemp("ckpt") / "digits.pt"
     train("cnn_small", load_dataset("digits", "train"), method="gaussian", sigma=0.25, epochs=6,

@@ -11,10 +11,10 @@ import torch
 
 pytest.importorskip("fastcert.ibp")
 
-from fastcert.certified_training import (certified_radius, eps_schedule, evaluate_certified, ibp_init,  # noqa: E402
-                                         margin_lower_bounds, robust_loss, spec_matrix, train_certified)
+from fastcert.training.certified import eps_schedule, evaluate_certified, ibp_init, robust_loss, train_certified
+from fastcert.ibp.radius import certified_radius, margin_lower_bounds, spec_matrix
 from fastcert.data import load_dataset  # noqa: E402
-from fastcert.models import build_model  # noqa: E402
+from fastcert.models.zoo import build_model  # noqa: E402
 
 
 def test_spec_matrix_rows():
@@ -81,7 +81,7 @@ def test_root_finder_is_tight(ibp_model, digits):
 def test_ibp_training_beats_normal_training(ibp_model, digits):
     train, test = digits
     normal = build_model("cnn_ibp", train.input_shape, 10, train.mean, train.std)
-    from fastcert.training import train as plain_train
+    from fastcert.training.loop import train as plain_train
 
     plain_train(normal, train, method="none", epochs=20, batch_size=64, lr=3e-3, seed=0, progress=False,
                 log=lambda *_: None)
@@ -155,7 +155,7 @@ def test_two_process_gloo_equals_single_process(tmp_path):
 
 
 def test_warmup_regularizer_penalizes_exploding_bounds():
-    from fastcert.certified_training import warmup_regularizer
+    from fastcert.training.certified import warmup_regularizer
 
     torch.manual_seed(0)
     m = build_model("cnn_ibp", (1, 8, 8), 10)

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastcert.analyze import certified_accuracy, read_log
-from fastcert.cli import SUBCOMMANDS, main
+from fastcert.analysis.tables import certified_accuracy, read_log
+from fastcert.cli import main
+from fastcert.cli.entry import SUBCOMMANDS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not SHARED.is_dir():
@@ -152,7 +153,7 @@ def test_bench_table_runs(capsys):
 
 def test_unexpected_exception_is_one_line(monkeypatch, capsys):
     """A bug (not bad input) still ends in one line naming the exception, exit 1; FASTCERT_DEBUG re-raises."""
-    from fastcert import bench
+    from fastcert.bench import workloads as bench
 
     def boom(**kwargs):
         raise ZeroDivisionError("division by zero")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastcert.analyze import read_log
+from fastcert.analysis.tables import read_log
 from fastcert.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

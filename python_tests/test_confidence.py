@@ -17,7 +17,7 @@ from scipy import integrate, stats
 from scipy.special import expit
 
 import fastcert
-from fastcert.confidence import (DEFAULT_RADII, MEASURES, ConfidenceLog, _cdf_bounds, _expectation_transform,
+from fastcert.smoothing.confidence import (DEFAULT_RADII, MEASURES, ConfidenceLog, _cdf_bounds, _expectation_transform,
                                  certified_accuracy_at_confidence, certify_confidence, confidence_bounds,
                                  confidence_columns, confidence_values, dkw_epsilon, kumar_log_columns,
                                  read_kumar_log)
@@ -322,7 +322,7 @@ def test_certify_confidence_bad_input():
 def test_certify_confidence_digits_model():
     """A small CNN on digits after a few noisy training steps, certified with both measures."""
     from fastcert.data import load_dataset
-    from fastcert.models import build_model
+    from fastcert.models.zoo import build_model
 
     torch.manual_seed(0)
     train = load_dataset("digits", "train")
@@ -429,7 +429,7 @@ def test_certified_accuracy_matches_direct_computation():
 
 
 def test_log_roundtrip_and_errors(tmp_path):
-    from fastcert.logs import LogWriter, format_time
+    from fastcert.io.logs import LogWriter, format_time
 
     radii = [0.0, 0.125, 0.5]
     smooth = fastcert.Smooth(OneCoordinate(), 3, fastcert.Gaussian(0.5))

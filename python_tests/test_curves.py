@@ -9,10 +9,10 @@ from scipy.optimize import linprog, minimize
 from torch import nn
 
 import fastcert
-from fastcert.attacks import affine_relu_layers
-from fastcert.curves import RobustnessCurve, croce_mat_model, load_curve
-from fastcert.exact_mip import mip_min_perturbation
-from fastcert.models import build_model
+from fastcert.robustness.attacks import affine_relu_layers
+from fastcert.robustness.curves import RobustnessCurve, croce_mat_model, load_curve
+from fastcert.robustness.exact_mip import mip_min_perturbation
+from fastcert.models.zoo import build_model
 
 pytest.importorskip("highspy")
 
@@ -36,7 +36,7 @@ def digits():
 def linear_model(digits):
     tr, _ = digits
     torch.manual_seed(0)
-    m = nn.Sequential(fastcert.models.Normalize(tr.mean, tr.std), nn.Flatten(), nn.Linear(64, 10))
+    m = nn.Sequential(fastcert.models.zoo.Normalize(tr.mean, tr.std), nn.Flatten(), nn.Linear(64, 10))
     return _train(m, tr, 40)
 
 

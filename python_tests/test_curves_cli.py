@@ -5,8 +5,9 @@ import torch
 
 import fastcert
 from fastcert.cli import main
-from fastcert.curves import load_curve
-from fastcert.models import build_model, save_checkpoint
+from fastcert.robustness.curves import load_curve
+from fastcert.models.zoo import build_model
+from fastcert.models.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +89,8 @@ def test_curve_resume(tmp_path, ckpts, capsys, monkeypatch):
     """Interrupted after 2 of 4 batches: the rows file holds exactly those points; a rerun with another
     setting is refused naming the option; the same command computes only the missing batches (a torn
     last line is recomputed), keeps the finished rows as they are, and removes the side files."""
-    import fastcert.curves as fc
-    from fastcert.commands.curve import rows_path
+    import fastcert.robustness.curves as fc
+    from fastcert.cli.curve import rows_path
 
     out = tmp_path / "c.csv"
     base = ["curve", "--model", ckpts[0], "--norms", "l1,linf", "--max", "7", "--batch", "2", "--restarts", "0",

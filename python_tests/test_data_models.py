@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from fastcert.data import load_dataset, read_idx
-from fastcert.models import ARCHS, build_model, load_checkpoint, save_checkpoint
+from fastcert.models.zoo import ARCHS, build_model
+from fastcert.models.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _write_idx(path, arr, gz=True):
@@ -121,7 +122,7 @@ def test_atomic_outputs_get_the_usual_permissions(tmp_path):
     not mkstemp's private 0600."""
     import os
 
-    from fastcert.models import _umask, save_npz
+    from fastcert.io.files import _umask, save_npz
 
     mask = os.umask(0o022)
     try:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fastcert
-from fastcert.curves import class_distances, class_distances_torch
+from fastcert.robustness.curves import class_distances, class_distances_torch
 
 pytest.importorskip("fastcert._core")
 

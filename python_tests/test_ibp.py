@@ -13,7 +13,7 @@ import fastcert
 from fastcert.ibp import Residual, UnsupportedLayerError
 from fastcert.ibp.graph import clean_forward, needs_clean_pass, trace
 from fastcert.ibp.torch_path import propagate, propagate_naive
-from fastcert.models import BasicBlock, CifarResNet, Normalize
+from fastcert.models.zoo import BasicBlock, CifarResNet, Normalize
 
 N_POINTS = 10_000
 

@@ -1,6 +1,6 @@
 """The Triton IBP kernels, in process under TRITON_INTERPRET=1, against the torch path.
 
-fastcert.ibp._kernels.build() sets TRITON_INTERPRET itself while it decorates the kernels, so these
+fastcert.ibp.triton.kernels.build() sets TRITON_INTERPRET itself while it decorates the kernels, so these
 tests work whatever ran before them in the same process; the env var set here is what ibp_bounds
 checks before it lets CPU tensors reach a Triton launch."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch import nn
 
 import fastcert
 from fastcert.ibp import Residual
-from fastcert.models import BasicBlock, CifarResNet, Normalize
+from fastcert.models.zoo import BasicBlock, CifarResNet, Normalize
 
 pytest.importorskip("triton")
 
@@ -21,7 +21,7 @@ pytest.importorskip("triton")
 @pytest.fixture
 def interpret(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    from fastcert.ibp._kernels import build
+    from fastcert.ibp.triton.kernels import build
 
     return build(True)
 
@@ -97,7 +97,7 @@ def test_backends_agree(interpret, name, train_bn):
 @pytest.mark.parametrize("relu", [False, True])
 def test_interval_linear_kernel(interpret, M, N, K, relu):
     """Odd sizes exercise the masks of the tiles; bias + scale/shift + ReLU epilogue."""
-    from fastcert.ibp.triton_path import triton_cdiv
+    from fastcert.ibp.triton.path import triton_cdiv
 
     g = torch.Generator().manual_seed(M * 100 + N)
     c, r = torch.randn(M, K, generator=g), torch.rand(M, K, generator=g)
@@ -117,7 +117,7 @@ def test_interval_linear_kernel(interpret, M, N, K, relu):
 
 
 def test_epilogue_and_box_kernels(interpret):
-    from fastcert.ibp.triton_path import _Runner
+    from fastcert.ibp.triton.path import _Runner
 
     g = torch.Generator().manual_seed(0)
     run = _Runner(interpret, {})

@@ -25,7 +25,7 @@ os.environ["TRITON_INTERPRET"] = "1"
 import torch
 from torch import nn
 import fastcert
-from fastcert.certified_training import spec_matrix
+from fastcert.ibp.radius import spec_matrix
 from fastcert.ibp import Residual
 
 torch.manual_seed(0)

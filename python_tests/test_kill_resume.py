@@ -66,7 +66,7 @@ def _without_time(header, rows):
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     from fastcert.data import load_dataset
-    from fastcert.training import train
+    from fastcert.training.loop import train
 
     path = tmp_path_factory.mktemp("kr") / "digits_mlp.pt"
     train("mlp", load_dataset("digits", "train"), method="gaussian", sigma=0.25, epochs=3, seed=0, out=path,
@@ -145,7 +145,7 @@ def test_curve_killed_and_resumed(ckpt, tmp_path):
     """`curve --out` saves each finished batch to OUT.rows.tsv; kill it after >= 1 batch, rerun: the rows
     finished before the kill are kept, none is lost or duplicated, and OUT is byte for byte the file of an
     uninterrupted run (CSV output, so the bytes can be compared)."""
-    from fastcert.commands.curve import rows_path
+    from fastcert.cli.curve import rows_path
 
     args = ["curve", "--model", ckpt, "--norms", "linf,l2", "--max", "12", "--batch", "2", "--restarts", "1",
             "--steps", "10", "--seed", "5", "--quiet"]

@@ -19,8 +19,8 @@ from scipy.optimize import brentq
 from scipy.stats import laplace as sp_laplace
 from scipy.stats import norm as sp_norm
 
-from fastcert.noise import Discrete, Gaussian, Laplace, Uniform
-from fastcert.smoothing import Smooth
+from fastcert.smoothing.noise import Discrete, Gaussian, Laplace, Uniform
+from fastcert.smoothing.smooth import Smooth
 from fastcert.stats import clopper_pearson_lower
 
 

@@ -11,7 +11,7 @@ global RNGs (torch, numpy, random) are scrambled, so an output that depends on l
 * certify / predict logs: every column except ``time`` (wall-clock seconds per point), the only
   wall-clock field in them; it is stripped, everything else must match byte for byte;
 * ``.npz`` outputs (curve, distances): byte for byte too (written with a fixed zip timestamp by
-  ``fastcert.models.save_npz``), and array by array;
+  ``fastcert.models.zoo.save_npz``), and array by array;
 * bench: see :func:`test_bench`.
 
 A different seed must change the output of every command whose output is random (certify in each mode
@@ -30,7 +30,8 @@ import pytest
 import torch
 
 import fastcert
-from fastcert.cli import SUBCOMMANDS, main
+from fastcert.cli import main
+from fastcert.cli.entry import SUBCOMMANDS
 
 _SCRAMBLE = iter(range(1, 10**6))
 
@@ -75,7 +76,7 @@ def same_arrays(a: dict, b: dict) -> bool:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A small MLP trained with Gaussian noise on digits (about a second)."""
-    from fastcert.training import train
+    from fastcert.training.loop import train
 
     path = tmp_path_factory.mktemp("repro") / "mlp.pt"
     train("mlp", fastcert.load_dataset("digits", "train"), method="gaussian", sigma=0.25, epochs=2, seed=0,
@@ -192,7 +193,7 @@ def test_curve(ckpt, tmp_path, capsys):
     assert a_npz.read_bytes() == b_npz.read_bytes()
     za, zb = npz(a_npz), npz(b_npz)
     assert same_arrays(za, zb)
-    assert np.array_equal(za["d_l2"], fastcert.curves.load_curve(a_csv).distances["l2"])
+    assert np.array_equal(za["d_l2"], fastcert.robustness.curves.load_curve(a_csv).distances["l2"])
 
 
 def test_distances(tmp_path, capsys):
@@ -212,9 +213,9 @@ def test_bench(tmp_path, capsys, monkeypatch):
     """bench's output is wall-clock timings, which no seed makes reproducible: the timing fields (every
     key ending in ``_s`` or ``_rate``) are stripped and everything else (which rows, their names and
     units, the floor flags) must match across two runs with different seeds. To keep this cheap the
-    timing loop (fastcert.bench.best_of) is cut to a single call of each workload; the workloads, and
+    timing loop (fastcert.bench.workloads.best_of) is cut to a single call of each workload; the workloads, and
     bench's own checks of our results against the references, still run."""
-    import fastcert.bench as bench
+    import fastcert.bench.workloads as bench
 
     monkeypatch.setattr(bench, "best_of", lambda fn, repeats=5, min_time=0.2: (fn(), 1.0)[1])
 

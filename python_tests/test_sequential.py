@@ -1,4 +1,4 @@
-"""Sequential / adaptive certification (fastcert.sequential).
+"""Sequential / adaptive certification (fastcert.smoothing.sequential).
 
 The base classifier is a threshold on the first coordinate: f(z) = 1 iff z_0 > 0. With x_0 = a and
 i.i.d. noise on each coordinate, p_1 = P(a + e > 0) is known in closed form, and for Gaussian,
@@ -18,8 +18,8 @@ from scipy.stats import binom
 from scipy.stats import norm as normal
 
 import fastcert
-from fastcert.noise import Gaussian, Laplace, Noise, Uniform
-from fastcert.sequential import (_min_certifying_count, look_levels, look_schedule, threshold_for_radius)
+from fastcert.smoothing.noise import Gaussian, Laplace, Noise, Uniform
+from fastcert.smoothing.sequential import (_min_certifying_count, look_levels, look_schedule, threshold_for_radius)
 from fastcert.stats import clopper_pearson_lower
 
 
@@ -282,5 +282,5 @@ def test_bad_input_x_and_alpha():
     with pytest.raises(ValueError, match="alpha"):
         s.certify(torch.tensor([0.1, 0.0]), 10, 100, 1.5, 100, radii=[0.1], sequential=True)
     with pytest.raises(ValueError, match="alpha"):
-        fastcert.sequential.certify_sequential(s, torch.tensor([0.1, 0.0]), n0=10, alpha=0.0, batch_size=10,
+        fastcert.smoothing.sequential.certify_sequential(s, torch.tensor([0.1, 0.0]), n0=10, alpha=0.0, batch_size=10,
                                                radii=[0.1], max_n=100)

@@ -7,7 +7,7 @@ import torch
 from scipy.stats import beta, norm
 
 import fastcert
-from fastcert.reference.smoothing import ReferenceSmooth
+from fastcert.smoothing.reference import ReferenceSmooth
 from fastcert.stats import clopper_pearson, clopper_pearson_lower, clopper_pearson_upper
 
 

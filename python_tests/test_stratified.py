@@ -2,7 +2,7 @@
 
 Oracles: brute-force enumeration of every noisy z for d = r <= 6 (and one d > r case), exhaustive
 soundness over every deterministic decision set on tiny cases, the independent gmpy2 reference
-(fastcert.reference.stratified), hand-derived values and the values published with the paper.
+(fastcert.smoothing.reference_stratified), hand-derived values and the values published with the paper.
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from fractions import Fraction as F
 
 import pytest
 
-from fastcert import cli, stratified
-from fastcert.reference import stratified as ref
+from fastcert import cli
+from fastcert.smoothing import stratified
+from fastcert.smoothing import reference_stratified as ref
 
 HALF = F(1, 2)
 

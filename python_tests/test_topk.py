@@ -1,4 +1,4 @@
-"""Top-k certification (Jia, Cao, Wang & Gong 2020): fastcert.topk.
+"""Top-k certification (Jia, Cao, Wang & Gong 2020): fastcert.smoothing.topk.
 
 Oracle: a "slab" base classifier that looks at one coordinate u = z_0 only and assigns classes to
 intervals of u. Its smoothed class probabilities are exact differences of the noise CDF, and the
@@ -18,10 +18,10 @@ from scipy.stats import laplace as sp_laplace
 from scipy.stats import norm as sp_norm
 
 import fastcert
-from fastcert.noise import Discrete, Gaussian, Laplace, Uniform
-from fastcert.smoothing import Smooth
+from fastcert.smoothing.noise import Discrete, Gaussian, Laplace, Uniform
+from fastcert.smoothing.smooth import Smooth
 from fastcert.stats import clopper_pearson_lower, clopper_pearson_upper
-from fastcert.topk import (certify_topk, read_counts_file, simultaneous_bounds, topk_certified_accuracy,
+from fastcert.smoothing.topk import (certify_topk, read_counts_file, simultaneous_bounds, topk_certified_accuracy,
                            topk_radii, topk_radius, topk_radius_from_bounds, topk_radius_laplace)
 
 JIA_FILE = "/work/shared/data/jia_topk_counts_cifar10_sigma0.25.txt"

@@ -9,7 +9,7 @@ anything it cannot bound.
 """
 from __future__ import annotations
 
-from .api import ibp_bounds
-from .graph import Residual, UnsupportedLayerError
+from fastcert.ibp.api import ibp_bounds
+from fastcert.ibp.graph import Residual, UnsupportedLayerError
 
 __all__ = ["ibp_bounds", "Residual", "UnsupportedLayerError"]

@@ -7,9 +7,9 @@ import os
 import torch
 from torch import nn
 
-from . import crown
-from .graph import clean_forward, needs_clean_pass, trace
-from .torch_path import propagate, propagate_fast
+from fastcert.ibp import crown
+from fastcert.ibp.graph import clean_forward, needs_clean_pass, trace
+from fastcert.ibp.torch_path import propagate, propagate_fast
 
 NORMS = ("linf", "l2", "l1")
 BACKENDS = ("auto", "torch", "triton")
@@ -58,8 +58,8 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
     """Bounds on the outputs of ``model`` over every input within ``eps`` of ``x``.
 
     model: ``nn.Sequential``-style network (Linear, Conv2d, ReLU, BatchNorm1d/2d, Flatten,
-        AvgPool2d, AdaptiveAvgPool2d, Identity, eval-mode Dropout, fastcert.models.Normalize) or a
-        residual one (fastcert.models.BasicBlock / CifarResNet, or fastcert.ibp.Residual). Other
+        AvgPool2d, AdaptiveAvgPool2d, Identity, eval-mode Dropout, fastcert.models.zoo.Normalize) or a
+        residual one (fastcert.models.zoo.BasicBlock / CifarResNet, or fastcert.ibp.Residual). Other
         layers raise ``UnsupportedLayerError`` (a TypeError) naming the layer. BatchNorm in eval mode
         uses its running statistics; in train mode it normalizes the bounds with the mean and biased
         variance of the clean batch ``x`` (what ``model(x)`` uses), without updating running
@@ -171,7 +171,7 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
             clean_forward(ops, x, stats)
 
     if use_triton:
-        from .triton_path import propagate_triton
+        from fastcert.ibp.triton.path import propagate_triton
 
         with torch.no_grad():
             c, r = propagate_triton(ops, x, e.float(), x_min, x_max, stats,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .graph import Op, bn_affine
+from fastcert.ibp.graph import Op, bn_affine
 
 
 def _relu_relax(lo: torch.Tensor, hi: torch.Tensor):

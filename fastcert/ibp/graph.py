@@ -7,8 +7,8 @@ Supported modules (anything else raises ``UnsupportedLayerError`` naming the lay
   ``nn.Dropout`` in eval mode, ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``,
 - ``nn.BatchNorm1d`` / ``nn.BatchNorm2d`` (eval: running statistics; train mode or without running
   statistics: the statistics of the clean batch, see :func:`bn_affine`),
-- ``fastcert.models.Normalize`` (per-channel affine),
-- residual networks: ``fastcert.models.BasicBlock`` and ``fastcert.models.CifarResNet`` of the zoo,
+- ``fastcert.models.zoo.Normalize`` (per-channel affine),
+- residual networks: ``fastcert.models.zoo.BasicBlock`` and ``fastcert.models.zoo.CifarResNet`` of the zoo,
   and the generic container :class:`Residual` (``main(x) + shortcut(x)``).
 
 An op is a small record: ``kind`` in {"linear", "conv", "chaffine", "relu", "flatten", "pool",
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import BasicBlock, CifarResNet, Normalize
+from fastcert.models.zoo import BasicBlock, CifarResNet, Normalize
 
 
 class UnsupportedLayerError(TypeError):

@@ -14,7 +14,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from .graph import Op, bn_affine, channel_view
+from fastcert.ibp.graph import Op, bn_affine, channel_view
 
 # Derived weights (|W|, BN folded into W) of modules, reused across calls while the tensors they were
 # computed from are EXACTLY unchanged: a hit compares a stored copy of every source tensor with

@@ -22,7 +22,7 @@ from scipy.special import expit
 from scipy.stats import norm as sp_norm
 
 import fastcert
-import fastcert.confidence as confidence
+import fastcert.smoothing.confidence as confidence
 
 ALPHA = 0.2
 SIGMA, STEEP, X0 = 0.5, 2.0, 0.2

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import fastcert
-import fastcert.smoothing as smoothing
+import fastcert.smoothing.smooth as smoothing
 
 KEEP, K = Fraction(4, 5), 3
 ALPHA = 0.2

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import fastcert
-import fastcert.smoothing as smoothing
+import fastcert.smoothing.smooth as smoothing
 
-sequential = pytest.importorskip("fastcert.sequential")
+sequential = pytest.importorskip("fastcert.smoothing.sequential")
 
 ALPHA = 0.2
 SEQ = dict(n0=20, batch_size=2048, first_n=32)

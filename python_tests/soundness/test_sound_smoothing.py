@@ -19,7 +19,7 @@ import torch
 from scipy.stats import norm as normal
 
 import fastcert
-import fastcert.smoothing as smoothing
+import fastcert.smoothing.smooth as smoothing
 
 ALPHA = 0.2
 N0, N = 20, 200

@@ -20,7 +20,7 @@ from scipy.stats import laplace as sp_laplace
 from scipy.stats import norm as sp_norm
 
 import fastcert
-import fastcert.topk as topk
+import fastcert.smoothing.topk as topk
 
 ALPHA = 0.2
 N0, N = 30, 300

@@ -1,0 +1,1 @@
+"""Certified-accuracy tables and figures from logs (the only package that imports matplotlib)."""

@@ -1,0 +1,1 @@
+"""Benchmark workloads shared by ``benchmarks/`` and the ``bench`` subcommand."""

@@ -1,0 +1,6 @@
+"""``python -m fastcert.cli``."""
+import sys
+
+from fastcert.cli.entry import main
+
+sys.exit(main())

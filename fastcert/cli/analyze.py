@@ -1,0 +1,148 @@
+"""`analyze`: certified accuracy at radii and average certified radius from logs (ours, Cohen et al.'s,
+Kumar et al.'s); plots with --plot / --compare."""
+from __future__ import annotations
+
+from fastcert.cli.common import CliError, add_common
+
+
+def _floats(text, name):
+    try:
+        return [float(v) for v in text.split(",") if v.strip() != ""]
+    except ValueError:
+        raise CliError(f"{name} must be a comma-separated list of numbers, got {text!r}") from None
+
+
+def add_arguments(p):
+    add_common(p, dataset=False, model=False)
+    p.add_argument("logs", nargs="*", help="log files")
+    p.add_argument("--radii", default="0,0.25,0.5,0.75,1.0", help="comma-separated radii")
+    p.add_argument("--column", default="radius", help="radius column (radius, radius_l1, radius_l2, ...)")
+    p.add_argument("--labels", default=None, help="comma-separated curve labels")
+    p.add_argument("--plot", default=None, help="write the certified-accuracy curve to this PNG")
+    p.add_argument("--compare", default=None, metavar="PREFIX",
+                   help="one figure per norm (PREFIX_l1.png, ...) comparing the logs' radius_<norm> columns")
+    p.add_argument("--thresholds", default=None, metavar="FILE",
+                   help="l0 thresholds file (ours or Lee et al.'s): report ACC@r of the logs' p_lower at --radii")
+    p.add_argument("--topk-counts", default=None, metavar="FILE",
+                   help="per-class counts file (Jia et al.): certified top-k accuracy at --radii")
+    p.add_argument("--k", type=int, default=1, help="with --topk-counts: k")
+    p.add_argument("--sigma", type=float, default=0.25, help="with --topk-counts: Gaussian sigma")
+    p.add_argument("--alpha", type=float, default=0.001, help="with --topk-counts: failure probability")
+    p.add_argument("--confidence-threshold", type=float, default=None,
+                   help="confidence logs: certified accuracy at this bound (default 0.5 score / 0 margin)")
+    p.add_argument("--tradeoff", default=None, metavar="PNG",
+                   help="plot clean accuracy against average certified radius, one point per log (e.g. one run "
+                        "per kappa)")
+    p.add_argument("--merge", type=int, default=None, metavar="WORLD",
+                   help="first merge LOG.part<r>of<WORLD> (a distributed certify run) into LOG")
+
+
+def run(args) -> int:
+    from fastcert.analysis.tables import analyze, plot_compare
+
+    radii = _floats(args.radii, "--radii")
+    if args.topk_counts:
+        from fastcert.smoothing.topk import read_counts_file, topk_certified_accuracy
+
+        counts, labels = read_counts_file(args.topk_counts)
+        acc = topk_certified_accuracy(counts, labels, args.k, args.sigma, args.alpha, radii)
+        print(f"{args.topk_counts}: certified top-{args.k} accuracy (sigma={args.sigma}, alpha={args.alpha})")
+        print("  ".join(f"r={r:g}: {a:.4f}" for r, a in zip(radii, acc)))
+        if not args.logs:
+            return 0
+    if not args.logs:
+        raise CliError("give at least one log file")
+    if args.merge is not None:
+        from fastcert.cli.certify import merge_parts
+
+        if args.merge < 1:
+            raise CliError("--merge must be >= 1")
+        for log in args.logs:
+            n = merge_parts(log, args.merge)
+            print(f"merged {n} rows into {log}")
+    if args.thresholds:
+        from fastcert.smoothing.stratified import acc_at_r, read_threshold_file
+
+        table = read_threshold_file(args.thresholds)
+        rs = [int(r) for r in radii] if all(float(r).is_integer() for r in radii) else list(range(0, 6))
+        for log in args.logs:
+            acc = acc_at_r(log, table, radii=rs)
+            print(f"{log}: ACC@r (l0, thresholds {args.thresholds})")
+            print("  ".join(f"r={r}: {acc[r]:.4f}" for r in rs))
+        return 0
+    if args.tradeoff:
+        from fastcert.analysis.tables import plot_tradeoff
+
+        print(plot_tradeoff(args.logs, args.tradeoff, labels=args.labels.split(",") if args.labels else None,
+                            column=args.column))
+        print(f"wrote {args.tradeoff}")
+    conf = _confidence_report(args)
+    if conf:
+        return 0
+    labels = args.labels.split(",") if args.labels else None
+    if labels is not None and len(labels) != len(args.logs):
+        raise CliError("--labels must have one label per log")
+    print(analyze(args.logs, radii, column=args.column, plot=args.plot, labels=labels))
+    if args.plot:
+        print(f"wrote {args.plot}")
+    if args.compare:
+        for path in plot_compare(args.logs, args.compare, labels=labels):
+            print(f"wrote {path}")
+    return 0
+
+
+def _confidence_report(args) -> bool:
+    """Kumar et al.-style logs: certified accuracy at a confidence threshold, both bounds."""
+    from pathlib import Path
+
+    from fastcert.analysis.tables import is_confidence_log, read_log
+
+    logs = [p for p in args.logs if is_confidence_log(read_log(p))]
+    if not logs:
+        return False
+    if len(logs) != len(args.logs):
+        raise CliError("analyze confidence logs separately from radius logs")
+    from fastcert.smoothing.confidence import certified_accuracy_at_confidence, read_kumar_log
+
+    for p in logs:
+        lg = read_kumar_log(p)
+        thr = args.confidence_threshold
+        if thr is None:
+            thr = 0.0 if "margin" in Path(p).name else 0.5
+        print(f"{p}: certified accuracy at confidence > {thr:g} ({len(lg)} points)")
+        print("radius   " + "  ".join(f"{r:6g}" for r in lg.radii))
+        for method in ("cdf", "exp"):
+            accs = [certified_accuracy_at_confidence(lg, float(r), thr, method=method) for r in lg.radii]
+            print(f"{method:<8} " + "  ".join(f"{a:6.3f}" for a in accs))
+    if args.plot:
+        _plot_confidence([read_kumar_log(p) for p in logs], args, args.plot)
+        print(f"wrote {args.plot}")
+    return True
+
+
+def _plot_confidence(logs, args, path):
+    """Mean certified confidence bound (correctly classified points) against radius, CDF-based and
+    expectation-based, one pair of curves per log."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    labels = args.labels.split(",") if args.labels else [Path(lg.path).name for lg in logs]
+    for lab, lg in zip(labels, logs):
+        ok = np.asarray(lg.correct, dtype=bool)
+        if not ok.any():
+            continue
+        ax.plot(lg.radii, lg.cdf[ok].mean(0), "-o", ms=3, label=f"{lab} (CDF-based)")
+        ax.plot(lg.radii, lg.exp[ok].mean(0), "--", label=f"{lab} (expectation-based)")
+    ax.set_xlabel("l2 radius")
+    ax.set_ylabel("mean certified confidence (correct points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,209 @@
+"""`curve`: robustness curves (minimal adversarial perturbations per norm) of one or several models.
+
+With ``--out`` the run is resumable: the points are computed in batches of ``--batch`` (the attack of
+the batch starting at point s is seeded with ``--seed`` + s, as :func:`fastcert.curve` does), and each
+finished batch is appended, flushed and fsynced, to ``<out>.rows.tsv`` (one row per point: its
+distance and attack per norm) with the run's settings in ``<out>.rows.tsv.json`` (the
+:class:`fastcert.io.logs.LogWriter` machinery). A rerun of the same command keeps those rows, computes
+only the missing batches and writes the same ``--out`` as an uninterrupted run; a rerun with other
+settings is refused. Both side files are removed once ``--out`` is written.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from fastcert.cli.common import CliError, add_common
+
+# options that do not change the rows (or enter the settings in another form); every other option does,
+# and is recorded in the settings under its argparse name, so that an option added later is covered too
+_NOT_SETTINGS = {"out", "plot", "quiet", "load", "models", "model", "certified", "device", "max", "norms"}
+# settings whose key is not the option's name
+_OPTION = {"model_sha256": "--model (the checkpoint's contents)", "device_type": "--device"}
+
+
+def _option(key: str) -> str:
+    return _OPTION.get(key, "--" + key.replace("_", "-"))
+
+
+def add_arguments(p):
+    add_common(p)
+    p.add_argument("--models", nargs="+", default=None, help="several checkpoints: one figure comparing them")
+    p.add_argument("--norms", default="l1,l2,linf", help="comma-separated subset of l1,l2,linf")
+    p.add_argument("--method", default="auto", help="auto | attack | exact | linear")
+    p.add_argument("--restarts", type=int, default=2, help="random restarts of the attack")
+    p.add_argument("--steps", type=int, default=100, help="attack steps per run")
+    p.add_argument("--targets", type=int, default=3,
+                   help="targeted attack runs per point, towards the runner-up classes (FAB^T)")
+    p.set_defaults(batch=128)
+    p.add_argument("--max", type=int, default=1000, help="use the first N test points")
+    p.add_argument("--split", default="test", help="dataset split (test or train)")
+    p.add_argument("--certified", default=None, help="'ibp': add IBP-certified lower bounds (band in the plot)")
+    p.add_argument("--load", nargs="+", default=None, help="re-plot curve file(s) written by --out (no computing)")
+    p.add_argument("--plot", default=None, help="write the figure (one panel per norm) to this path")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.epilog = ("Resume: with --out, every finished batch of --batch points is saved to OUT.rows.tsv (settings in "
+                "OUT.rows.tsv.json); rerunning the same command after an interruption computes only the missing "
+                "batches and writes the same OUT as an uninterrupted run. A rerun with other settings (any option "
+                "but --out, --plot, --quiet and --certified, or another checkpoint) is refused. The side files are "
+                "deleted once OUT is written.")
+
+
+def rows_path(out) -> Path:
+    """The side file holding the finished points of an unfinished ``curve --out`` run."""
+    return Path(str(out) + ".rows.tsv")
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_rows(rows: Path, norms, n: int):
+    import numpy as np
+
+    lines = rows.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    dist = {nm: np.full(n, np.nan) for nm in norms}
+    att = {nm: np.array([""] * n, dtype=object) for nm in norms}
+    seen = np.zeros(n, dtype=bool)
+    for ln in lines[1:]:
+        if not ln.strip():
+            continue
+        row = dict(zip(header, ln.split("\t")))
+        i = int(row["idx"])
+        if not 0 <= i < n or seen[i]:
+            raise CliError(f"--out: {rows} holds a bad or repeated point index {i}; delete it to start over")
+        seen[i] = True
+        for nm in norms:
+            dist[nm][i] = float(row[f"d_{nm}"])
+            att[nm][i] = row[f"attack_{nm}"]
+    if not seen.all():
+        raise CliError(f"--out: {rows} misses {int((~seen).sum())} points after the run")  # pragma: no cover
+    return dist, att
+
+
+def compute_curve(model, x, y, norms, args, label: str, out=None, settings=None):
+    """The curve of ``model`` on (x, y), batch by batch; with ``out`` resumable through the rows file."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from fastcert.robustness.curves import RobustnessCurve, curve, ibp_certified_band
+    from fastcert.io.logs import LogWriter, SettingsMismatch
+
+    n, batch = x.shape[0], args.batch
+    columns = ["idx"] + [c for nm in norms for c in (f"d_{nm}", f"attack_{nm}")]
+    log = None
+    if out is not None:
+        rows = rows_path(out)
+        try:
+            log = LogWriter(rows, columns, settings)
+        except SettingsMismatch as e:  # name the options that differ
+            what = "; ".join(f"{_option(k)}: was {a!r}, now {b!r}" for k, a, b in e.diff)
+            meta = Path(str(rows) + ".json")
+            raise CliError(f"--out: the unfinished run in {rows} used other settings ({what}); rerun it with the "
+                           f"same options, or delete {rows} and {meta} to start over") from None
+    try:
+        dist = {nm: np.zeros(n) for nm in norms}
+        att = {nm: np.array([""] * n, dtype=object) for nm in norms}
+        done = set(log.done) if log is not None else set()
+        bar = tqdm(total=n, desc=f"curve {label}", unit="pt", disable=args.quiet,
+                   initial=sum(1 for i in done if i < n))
+        for s in range(0, n, batch):
+            e = min(n, s + batch)
+            if all(i in done for i in range(s, e)):
+                continue
+            # one batch exactly as curve() computes it on all points: same composition, seed + s
+            c = curve(model, x[s:e], y[s:e], norms, method=args.method, restarts=args.restarts, steps=args.steps,
+                      targets=args.targets,
+                      batch_size=batch, seed=args.seed + s, label=label, device=args.device)
+            for nm in norms:
+                dist[nm][s:e] = c.distances[nm]
+                att[nm][s:e] = c.attacks[nm]
+            if log is not None:
+                log.write_many({"idx": i, **{k: v for nm in norms for k, v in
+                                            ((f"d_{nm}", repr(float(dist[nm][i]))), (f"attack_{nm}", att[nm][i]))}}
+                               for i in range(s, e))
+            bar.update(sum(1 for i in range(s, e) if i not in done))
+        bar.close()
+    finally:
+        if log is not None:
+            log.close()
+    if out is not None:
+        dist, att = _read_rows(rows_path(out), norms, n)
+    cert = {}
+    if args.certified == "ibp":  # as curve(certified="ibp"): needs every point's linf distance first
+        cert = ibp_certified_band(model.eval(), x.float().to(args.device), torch.as_tensor(y).long().to(args.device),
+                                  dist, norms, batch)
+    return RobustnessCurve(tuple(norms), dist, att, cert, label)
+
+
+def run(args) -> int:
+    from fastcert.robustness.curves import _parse_norms, load_curve
+
+    norms = _parse_norms(args.norms)
+    curves = []
+    if args.load:
+        curves = [load_curve(path) for path in args.load]
+    else:
+        import torch
+
+        from fastcert.data import load_dataset
+        from fastcert.models.checkpoint import load_checkpoint
+
+        paths = list(args.models or []) + ([args.model] if args.model else [])
+        if not paths:
+            raise CliError("--model (or --models, or --load) is required")
+        if args.max < 1:
+            raise CliError("--max must be >= 1")
+        if args.batch < 1:
+            raise CliError("--batch must be >= 1")
+        if args.split not in ("test", "train"):
+            raise CliError("--split must be test or train")
+        if args.certified not in (None, "ibp"):
+            raise CliError("--certified must be 'ibp' (or omitted)")
+        if args.method not in ("auto", "attack", "exact", "linear"):
+            raise CliError(f"--method must be auto, attack, exact or linear, got {args.method!r}")
+        if args.out and len(paths) > 1 and "{name}" not in args.out:
+            raise CliError("--out needs a {name} placeholder when several models are given")
+        ds = load_dataset(args.dataset, args.split)
+        n = min(args.max, len(ds))
+        torch.manual_seed(args.seed)
+        for path in paths:
+            model, meta = load_checkpoint(path, device=args.device)
+            if tuple(meta["input_shape"]) != tuple(ds.input_shape):
+                raise CliError(f"--model {path}: input shape {meta['input_shape']} does not match the dataset {ds.input_shape}")
+            out = args.out.replace("{name}", Path(path).stem) if args.out else None
+            settings = None
+            if out:
+                settings = {"command": "curve", "model": str(path), "model_sha256": _sha256(path), "max": n,
+                            "norms": list(norms), "device_type": torch.device(args.device).type,
+                            **{k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS and not k.startswith("_")}}
+            c = compute_curve(model, ds.x[:n], ds.y[:n], norms, args, Path(path).stem, out, settings)
+            if out:
+                c.save(out)
+                rows = rows_path(out)
+                rows.unlink(missing_ok=True)  # rows first: settings without rows are simply rewritten
+                Path(str(rows) + ".json").unlink(missing_ok=True)
+            curves.append(c)
+    for c in curves:
+        parts = []
+        for nm in c.norms:
+            d = c.distances[nm]
+            fin = d[(d > 0) & (d < float("inf"))]
+            med = f"{float(sorted(fin)[len(fin) // 2]):.4g}" if len(fin) else "-"
+            parts.append(f"{nm}: median d {med}, failed {int((d == float('inf')).sum())}")
+        print(f"{c.label}: {len(c)} points, clean accuracy {c.accuracy():.4f}; " + "; ".join(parts))
+    if args.plot:
+        shown = [n for n in norms if all(n in c.distances for c in curves)]
+        if not shown:
+            raise CliError("--norms: none of the requested norms is in every curve")
+        first = curves[0]
+        first.norms = tuple(shown)
+        first.plot(args.plot, others=curves[1:])
+        print(f"figure written to {args.plot}")
+    return 0

@@ -1,0 +1,72 @@
+"""`distances`: inter- and intra-class nearest-neighbour distances of a dataset, per norm."""
+from __future__ import annotations
+
+from fastcert.cli.common import CliError, add_common
+
+
+def add_arguments(p):
+    add_common(p, model=False)
+    p.add_argument("--norms", default="l1,l2,linf", help="comma-separated subset of l1,l2,linf")
+    p.add_argument("--split", default="test", help="split whose points are measured (test or train)")
+    p.add_argument("--reference", default="train", help="split searched for neighbours: train, test or self")
+    p.add_argument("--max", type=int, default=None, help="use only the first N query points")
+    p.add_argument("--max-reference", type=int, default=None, help="use only the first N reference points")
+    p.add_argument("--plot", default=None, help="histograms per norm (inter vs intra, half the inter distance)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from fastcert.robustness.curves import _parse_norms, class_distances
+    from fastcert.data import load_dataset
+    from fastcert.io.files import save_npz
+
+    norms = _parse_norms(args.norms)
+    for flag, v in (("--split", args.split), ("--reference", args.reference)):
+        if v not in ("train", "test") and not (flag == "--reference" and v == "self"):
+            raise CliError(f"{flag} must be train or test{' or self' if flag == '--reference' else ''}, got {v!r}")
+    for flag, v in (("--max", args.max), ("--max-reference", args.max_reference)):
+        if v is not None and v < 1:
+            raise CliError(f"{flag} must be >= 1")
+    q = load_dataset(args.dataset, args.split)
+    if args.max:
+        q = q.subset(range(min(args.max, len(q))))
+    ref = None
+    same = args.reference == "self" or (args.reference == args.split and not args.max_reference)
+    if not same:
+        r = load_dataset(args.dataset, args.reference)
+        if args.max_reference:
+            r = r.subset(range(min(args.max_reference, len(r))))
+        ref = (r.x, r.y)
+    out = class_distances(q.x, q.y, norms, reference=ref, progress=not args.quiet)
+    for n in norms:
+        inter, intra = out[n]["inter"], out[n]["intra"]
+        print(f"{n}: inter-class min {inter.min():.4g} median {np.median(inter):.4g}; "
+              f"intra-class median {np.median(intra):.4g}; half the min inter distance {inter.min() / 2:.4g}")
+    if args.out:
+        arrays = {f"{k}_{n}": out[n][k] for n in norms for k in ("inter", "intra")}
+        arrays["labels"] = q.y.numpy()
+
+        save_npz(args.out, arrays)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 3.4), squeeze=False)
+        for ax, n in zip(axes[0], norms):
+            inter, intra = out[n]["inter"], out[n]["intra"]
+            fin = np.concatenate([inter[np.isfinite(inter)], intra[np.isfinite(intra)]])
+            bins = np.linspace(0, fin.max() if fin.size else 1.0, 60)
+            ax.hist(inter[np.isfinite(inter)], bins=bins, alpha=0.6, label="inter-class (other label)")
+            ax.hist(intra[np.isfinite(intra)], bins=bins, alpha=0.6, label="intra-class (same label)")
+            ax.axvline(inter.min() / 2, color="k", ls="--", lw=1, label="half the min inter distance")
+            ax.set_xlabel(f"{n} distance to nearest {args.reference} point")
+            ax.set_title(f"{q.name}, {n}")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"figure written to {args.plot}")
+    return 0

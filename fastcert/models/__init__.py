@@ -1,0 +1,1 @@
+"""Networks: the architecture zoo and checkpoints."""

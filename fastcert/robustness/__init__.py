@@ -1,0 +1,2 @@
+"""Empirical robustness: minimal-perturbation attacks, the exact MIP, robustness curves and class
+distances."""

@@ -1,0 +1,2 @@
+"""Randomized smoothing: noises, ``Smooth`` and its ``Certificate``, sequential/adaptive certification,
+top-k, confidence certificates and stratified discrete (l0) smoothing."""

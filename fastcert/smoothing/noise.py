@@ -1,0 +1,290 @@
+"""Noise families for randomized smoothing: sampling parameters and certified-radius formulas.
+
+Each noise knows (a) how the compiled kernels sample it and (b) the radius it certifies from a lower
+bound ``p`` on the top-class probability of the smoothed classifier, in its own norm and, derived
+through norm inequalities, in the other norms. Conventions:
+
+* continuous norms (l1, l2, linf): a radius R certifies every perturbation with ||delta|| < R
+  (Cohen et al.'s open ball); 0 means nothing beyond x itself;
+* l0: an integer r certifies every perturbation that changes at most r coordinates;
+* derived radii that use the [0, 1] input box say so: they assume x and x + delta both lie in it
+  (each |delta_i| <= 1), which holds for images;
+* ``p <= 1/2`` certifies nothing (every radius 0).
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+from scipy.stats import norm as _normal
+
+NORMS = ("l0", "l1", "l2", "linf")
+
+
+def _check_positive(name: str, value) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return v
+
+
+def _l0_from_l2(r2: float, d: int | None = None) -> int:
+    """Largest k with sqrt(k) < r2: k changed coordinates of the box move at most sqrt(k) in l2
+    (capped at the dimension d when given: an infinite radius certifies all d coordinates)."""
+    if r2 <= 0:
+        return 0
+    if math.isinf(r2) or (d is not None and r2 * r2 > d):
+        return int(d) if d is not None else math.inf
+    k = math.ceil(r2 * r2) - 1
+    while k + 1 < r2 * r2:
+        k += 1
+    while k > 0 and math.sqrt(k) >= r2:
+        k -= 1
+    return max(k, 0)
+
+
+def _l0_from_l1(r1: float, d: int | None = None) -> int:
+    """Largest k with k < r1: k changed coordinates of the box move at most k in l1 (capped at d)."""
+    if r1 <= 0:
+        return 0
+    if math.isinf(r1) or (d is not None and r1 > d):
+        return int(d) if d is not None else math.inf
+    return max(math.ceil(r1) - 1, 0)
+
+
+class Noise:
+    """Base class. Subclasses set ``norm`` (the norm of their own radius) and ``kernel_code``."""
+
+    norm: str = "l2"
+    kernel_code: int = 0
+    name: str = "noise"
+
+    def kernel_params(self) -> tuple[int, float, int, int]:
+        """(noise_type, scale, keep_thresh, K) for fastcert._core.sample / _core_cuda.sample."""
+        raise NotImplementedError
+
+    def radius(self, p: float, d: int):
+        """Certified radius in ``self.norm`` from a lower bound p on the top-class probability."""
+        raise NotImplementedError
+
+    def radii(self, p: float, d: int) -> dict:
+        """Certified radii in every norm (own norm exact, others derived); d = input dimension."""
+        raise NotImplementedError
+
+    def check_input(self, x: np.ndarray) -> None:
+        """Raise ValueError if x cannot be smoothed by this noise (continuous noises accept any x)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.param_str()})"
+
+    def param_str(self) -> str:
+        raise NotImplementedError
+
+
+class Gaussian(Noise):
+    """Isotropic Gaussian noise N(0, sigma^2 I) (Cohen, Rosenfeld & Kolter 2019).
+
+    l2 radius: sigma * Phi^{-1}(p)  (Cohen et al., Theorem 1, with p_B = 1 - p).
+    Derived: l1 = max(R, R^2) (||d||_2 <= ||d||_1 always; ||d||_2^2 <= ||d||_1 on the box),
+    linf = R / sqrt(d) (||d||_2 <= sqrt(d) ||d||_inf), l0 = largest k with sqrt(k) < R (box).
+    """
+
+    norm = "l2"
+    name = "gaussian"
+
+    def __init__(self, sigma):
+        self.sigma = _check_positive("sigma", sigma)
+
+    def param_str(self):
+        return f"sigma={self.sigma}"
+
+    def kernel_params(self):
+        from fastcert import _core
+
+        return (_core.NOISE_GAUSSIAN, self.sigma, 0, 0)
+
+    def radius(self, p, d=1):
+        p = float(p)
+        if not p > 0.5:
+            return 0.0
+        return float(self.sigma * _normal.ppf(p))  # inf at p = 1
+
+    def radii(self, p, d):
+        r = self.radius(p, d)
+        return {"l2": r, "l1": max(r, r * r), "linf": r / math.sqrt(d), "l0": _l0_from_l2(r, d)}
+
+
+class Laplace(Noise):
+    """I.i.d. Laplace noise with density exp(-|t|/scale) / (2 scale) per coordinate.
+
+    l1 radius: -scale * log(2 (1 - p))  (Teng, Lee & Yuan 2020, "l1 adversarial robustness
+    certificates: a randomized smoothing approach", Theorem 1).
+    Derived: l2 = R / sqrt(d) (||d||_1 <= sqrt(d) ||d||_2), linf = R / d, l0 = largest k < R (box).
+    """
+
+    norm = "l1"
+    name = "laplace"
+
+    def __init__(self, scale):
+        self.scale = _check_positive("scale", scale)
+
+    def param_str(self):
+        return f"scale={self.scale}"
+
+    def kernel_params(self):
+        from fastcert import _core
+
+        return (_core.NOISE_LAPLACE, self.scale, 0, 0)
+
+    def radius(self, p, d=1):
+        p = float(p)
+        if not p > 0.5:
+            return 0.0
+        if p >= 1.0:
+            return math.inf
+        return float(-self.scale * math.log(2.0 * (1.0 - p)))
+
+    def radii(self, p, d):
+        r = self.radius(p, d)
+        return {"l1": r, "l2": r / math.sqrt(d), "linf": r / d, "l0": _l0_from_l1(r, d)}
+
+
+class Uniform(Noise):
+    """I.i.d. uniform noise on [-width, width] per coordinate.
+
+    The smoothed probability at x + delta is at least p - TV(U, U + delta) with
+    TV = 1 - prod_i (1 - |delta_i| / (2 width))  (Yang et al. 2020, "Randomized Smoothing of All
+    Shapes and Sizes", cube-uniform noise; tight for the worst-case base classifier). Hence
+    l1 radius: 2 width (p - 1/2)  (TV <= ||delta||_1 / (2 width));
+    linf radius: 2 width (1 - (3/2 - p)^(1/d));
+    l0 (box, |delta_i| <= 1): largest k with 1 - (1 - 1/(2 width))^k < p - 1/2 when 2 width > 1;
+    l2: the larger of the l1-derived R1 / sqrt(d) and the linf radius (||d||_inf <= ||d||_2).
+    """
+
+    norm = "l1"
+    name = "uniform"
+
+    def __init__(self, width):
+        self.width = _check_positive("width", width)
+
+    def param_str(self):
+        return f"width={self.width}"
+
+    def kernel_params(self):
+        from fastcert import _core
+
+        return (_core.NOISE_UNIFORM, self.width, 0, 0)
+
+    def radius(self, p, d=1):
+        p = float(p)
+        if not p > 0.5:
+            return 0.0
+        return float(2.0 * self.width * (p - 0.5))
+
+    def linf_radius(self, p, d):
+        p = float(p)
+        if not p > 0.5:
+            return 0.0
+        return float(-2.0 * self.width * math.expm1(math.log1p(0.5 - p) / d))  # 2w (1 - (3/2 - p)^(1/d))
+
+    def l0_radius(self, p) -> int:
+        p = float(p)
+        if not p > 0.5:
+            return 0
+        k_l1 = _l0_from_l1(self.radius(p))
+        if 2.0 * self.width <= 1.0:
+            return k_l1
+        q = 1.0 - 1.0 / (2.0 * self.width)  # per changed coordinate, overlap fraction at |delta_i| = 1
+        # largest k with 1 - q^k < p - 1/2  <=>  k < log(3/2 - p) / log(q)
+        bound = math.log(1.5 - p) / math.log(q) if q > 0 else 0.0
+        k = max(math.ceil(bound) - 1, 0)
+        while 1.0 - q ** (k + 1) < p - 0.5:
+            k += 1
+        while k > 0 and not (1.0 - q**k < p - 0.5):
+            k -= 1
+        return max(k, k_l1)
+
+    def radii(self, p, d):
+        r1 = self.radius(p, d)
+        rinf = self.linf_radius(p, d)
+        return {"l1": r1, "linf": rinf, "l2": max(r1 / math.sqrt(d), rinf), "l0": self.l0_radius(p)}
+
+
+class Discrete(Noise):
+    """Discrete noise on the grid {0, 1/K, ..., 1}: each coordinate is kept with probability
+    ``alpha``, else replaced by one of the K other levels uniformly (Lee, Yuan, Chang & Jaakkola
+    2019, "A Stratified Approach to Robustness for Randomly Smoothed Classifiers").
+
+    l0 radius: the largest r whose exact threshold rho_r^{-1}(1/2) lies below p
+    (fastcert.smoothing.stratified). Derived on the grid: a grid point at l1 distance < (r+1)/K, or l2 distance
+    < sqrt(r+1)/K, differs in at most r coordinates; within linf < 1/K the only grid point is x.
+    """
+
+    norm = "l0"
+    name = "discrete"
+
+    def __init__(self, alpha, K):
+        try:
+            a = Fraction(str(alpha)) if isinstance(alpha, float) else Fraction(alpha)
+        except (TypeError, ValueError):
+            raise TypeError(f"alpha must be a number in (0, 1), got {alpha!r}") from None
+        if not (0 < a < 1):
+            raise ValueError(f"alpha (keep probability) must be in (0, 1), got {alpha!r}")
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 1 <= int(K) < 2**31:
+            raise ValueError(f"K must be an integer in [1, 2^31), got {K!r}")
+        self.alpha = a
+        self.K = int(K)
+
+    def param_str(self):
+        return f"alpha={self.alpha}, K={self.K}"
+
+    def kernel_params(self):
+        from fastcert import _core
+
+        keep = (self.alpha.numerator << 64) // self.alpha.denominator  # floor(alpha * 2^64) < 2^64
+        return (_core.NOISE_DISCRETE, 1.0, int(keep), self.K)
+
+    def check_input(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        lv = x * self.K
+        if np.any(x < 0) or np.any(x > 1) or np.any(np.abs(lv - np.round(lv)) > 1e-4):
+            raise ValueError(f"x must lie on the grid {{0, 1/K, ..., 1}} with K={self.K} for discrete noise")
+
+    def radius(self, p, d=None):
+        p = float(p)
+        if not p > 0.5:
+            return 0
+        from fastcert.smoothing.stratified import certified_l0_radius
+
+        max_r = d if d is not None else 1000
+        return int(certified_l0_radius(p, self.alpha, self.K, max_radius=max_r))
+
+    def radii(self, p, d):
+        r = self.radius(p, d)
+        if not float(p) > 0.5:
+            return {"l0": 0, "l1": 0.0, "l2": 0.0, "linf": 0.0}
+        return {"l0": r, "l1": (r + 1) / self.K, "l2": math.sqrt(r + 1) / self.K,
+                "linf": math.inf if r >= d else 1.0 / self.K}
+
+
+NOISES = {"gaussian": Gaussian, "laplace": Laplace, "uniform": Uniform, "discrete": Discrete}
+
+
+def make_noise(name: str, sigma: float | None = None, alpha_keep=None, K: int | None = None) -> Noise:
+    """Build a noise from CLI-style arguments; ``sigma`` is the scale parameter of the continuous
+    noises (sigma, Laplace scale, uniform half-width)."""
+    if name not in NOISES:
+        raise ValueError(f"noise must be one of {sorted(NOISES)}, got {name!r}")
+    if name == "discrete":
+        if alpha_keep is None or K is None:
+            raise ValueError("discrete noise needs --alpha-keep and --K")
+        return Discrete(alpha_keep, K)
+    if sigma is None:
+        raise ValueError(f"{name} noise needs --sigma")
+    return NOISES[name](sigma)

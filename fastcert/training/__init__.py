@@ -1,0 +1,1 @@
+"""Training: one epoch loop with noise augmentation, and certified training (IBP / ACERT)."""
