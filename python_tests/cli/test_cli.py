@@ -12,9 +12,9 @@ from fastcert.analysis.tables import certified_accuracy, read_log
 from fastcert.cli import main
 from fastcert.cli.entry import SUBCOMMANDS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 if not SHARED.is_dir():
-    SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
 def cli(*args):

@@ -28,7 +28,7 @@ from fastcert.cli import main
 from fastcert.data import load_dataset, read_idx
 from fastcert.models.checkpoint import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 API_ERRORS = (ValueError, TypeError, FileNotFoundError)
 

@@ -22,7 +22,7 @@ import torch
 
 from fastcert.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _env():

@@ -22,7 +22,7 @@ from fastcert.smoothing.confidence import (DEFAULT_RADII, MEASURES, ConfidenceLo
                                  confidence_columns, confidence_values, dkw_epsilon, kumar_log_columns,
                                  read_kumar_log)
 
-DATA = os.environ.get("FASTCERT_SHARED_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+DATA = os.environ.get("FASTCERT_SHARED_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
 KUMAR_LOGS = sorted(glob.glob(os.path.join(DATA, "kumar_*")))
 RADII = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
 

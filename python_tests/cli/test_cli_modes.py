@@ -13,7 +13,7 @@ import pytest
 from fastcert.analysis.tables import read_log
 from fastcert.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 BASE = ["--n0", "20", "--n", "600", "--alpha", "0.01", "--batch", "300", "--quiet", "--seed", "3"]
 

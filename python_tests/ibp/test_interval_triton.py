@@ -17,7 +17,7 @@ import fastcert
 
 pytest.importorskip("triton")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import os
