@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from testing import halfspace_model
 from scipy import integrate
 from scipy.optimize import brentq
 from scipy.stats import laplace as sp_laplace
@@ -25,18 +26,6 @@ from fastcert.stats import clopper_pearson_lower
 
 
 # ------------------------------------------------------------------------------------ oracles
-def halfspace_model(w, tau):
-    wt = torch.tensor(np.asarray(w, dtype=np.float32))
-    t = float(tau)
-
-    class _H(torch.nn.Module):
-        def forward(self, z):
-            s = z.reshape(z.shape[0], -1) @ wt - t
-            return torch.stack([-s, s], dim=1)  # class 0 iff w.z < tau
-
-    return _H()
-
-
 def true_radii(x, w, tau):
     """Exact robustness radii of the half-space {w.z < tau} at x (class 0 side).
     Unconstrained l1/l2/linf distances, and box-constrained ([0,1]^d) l1 and l0 (the l0 value is the

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from testing import FirstCoordinate
 from scipy.stats import beta as beta_dist
 from scipy.stats import binom
 from scipy.stats import norm as normal
@@ -21,12 +22,6 @@ import fastcert
 from fastcert.smoothing.noise import Gaussian, Laplace, Noise, Uniform
 from fastcert.smoothing.sequential import (_min_certifying_count, look_levels, look_schedule, threshold_for_radius)
 from fastcert.stats import clopper_pearson_lower
-
-
-class FirstCoordinate(torch.nn.Module):
-    def forward(self, z):
-        v = z.reshape(z.shape[0], -1)[:, 0]
-        return torch.stack([-v, v], 1)
 
 
 NOISES = {"gaussian": Gaussian(0.25), "laplace": Laplace(0.25), "uniform": Uniform(0.5)}

@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from testing import FirstCoordinate
 
 import fastcert
 import fastcert.smoothing.smooth as smoothing
-
-sequential = pytest.importorskip("fastcert.smoothing.sequential")
+from fastcert.smoothing import sequential
 
 ALPHA = 0.2
 SEQ = dict(n0=20, batch_size=2048, first_n=32)
 MAX_N = 2000
 TRIALS = {"fast": 500, "full": 10000}
 NOISES = {"gaussian": fastcert.Gaussian(0.25), "laplace": fastcert.Laplace(0.25)}
-
-
-class FirstCoordinate(torch.nn.Module):
-    def forward(self, z):
-        v = z.reshape(z.shape[0], -1)[:, 0]
-        return torch.stack([-v, v], 1)
 
 
 @pytest.mark.parametrize("name", sorted(NOISES))

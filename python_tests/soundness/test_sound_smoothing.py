@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from testing import FirstCoordinate
 from scipy.stats import norm as normal
 
 import fastcert
@@ -24,12 +25,6 @@ import fastcert.smoothing.smooth as smoothing
 ALPHA = 0.2
 N0, N = 20, 200
 TRIALS = {"fast": 1500, "full": 40000}
-
-
-class FirstCoordinate(torch.nn.Module):
-    def forward(self, z):
-        v = z.reshape(z.shape[0], -1)[:, 0]
-        return torch.stack([-v, v], 1)
 
 
 def true_p(noise, g):

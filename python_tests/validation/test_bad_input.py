@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from testing import FirstCoordinate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,12 +32,6 @@ from fastcert.models.checkpoint import load_checkpoint
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 API_ERRORS = (ValueError, TypeError, FileNotFoundError)
-
-
-class FirstCoordinate(torch.nn.Module):
-    def forward(self, z):
-        v = z.reshape(z.shape[0], -1)[:, 0]
-        return torch.stack([-v, v], 1)
 
 
 def smooth(noise=None):
@@ -409,9 +404,9 @@ def test_train_refuses_corrupt_out(small_ckpt, tmp_path):
                                     progress=False, log=lambda *_: None), "out:")
 
 
-# ------------------------------------------------------------------------------ optional modules
+# ------------------------------------------------------------------------------ distances and IBP
 def test_class_distances_and_curve_bad_input():
-    curves = pytest.importorskip("fastcert.robustness.curves")
+    curves = fastcert  # the public API: class_distances
     x = np.random.default_rng(0).random((4, 3))
     raises_naming(lambda: curves.class_distances(x, [0, 1]), "y")
     raises_naming(lambda: curves.class_distances(np.full((3, 2), np.nan), [0, 1, 0]), "x")
@@ -421,13 +416,13 @@ def test_class_distances_and_curve_bad_input():
 
 
 def test_class_distances_empty():
-    curves = pytest.importorskip("fastcert.robustness.curves")
+    curves = fastcert  # the public API: class_distances
     with pytest.raises(ValueError, match="x must|x:|empty"):
         curves.class_distances(np.zeros((0, 2)), np.zeros(0, dtype=np.int64))
 
 
 def test_ibp_bounds_bad_input():
-    ibp = pytest.importorskip("fastcert.ibp")
+    ibp = fastcert  # the public API: ibp_bounds
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     x = torch.rand(2, 3)
     raises_naming(lambda: ibp.ibp_bounds(model, x, -0.1), "eps")
