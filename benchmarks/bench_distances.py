@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastcert
-from fastcert.robustness.curves import class_distances, class_distances_torch
+from fastcert.robustness.distances import class_distances, class_distances_torch
 
 NQ, NR = 1000, 6000
 

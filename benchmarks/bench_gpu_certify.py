@@ -13,15 +13,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fastcert import _native
 from fastcert.bench.workloads import gpu_certify_workload
 
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+needs_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and _native.HAVE_CUDA),
+                               reason="no CUDA GPU, or fastcert._core_cuda not built")
 N = 100_000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _core_cuda():
-    return pytest.importorskip("fastcert._core_cuda")
 
 
 @needs_gpu

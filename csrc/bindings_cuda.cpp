@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include "common/check.h"
+#include "common/limits.h"
 #include "sampling/sampling_cuda.h"
 
 #ifndef FASTCERT_CUDA_ARCHS
@@ -28,22 +29,26 @@ PYBIND11_MODULE(_core_cuda, m) {
   m.def(
       "sample",
       [](uintptr_t x, int64_t D, uintptr_t out, int64_t B, uint64_t seed, uint32_t stream_tag, uint64_t start,
-         int type, float scale, uint64_t keep_thresh, uint32_t K, uintptr_t stream, uintptr_t start_dev) {
+         int type, float scale, uint64_t keep_thresh, uint32_t K, uintptr_t stream, uintptr_t start_dev,
+         uintptr_t key_dev) {
         FASTCERT_CHECK_ARG(x != 0 && out != 0, "null device pointer");
         FASTCERT_CHECK_ARG(D >= 0 && B >= 0, "sizes must be >= 0");
-        FASTCERT_CHECK_ARG(D < (int64_t(1) << 34), "x is too large for the counter layout");
+        check_coordinates(D);
         FASTCERT_CHECK_ARG(type >= kGaussian && type <= kDiscrete, "noise type must be 0..3");
         FASTCERT_CHECK_ARG(type == kDiscrete ? K >= 1 : (std::isfinite(scale) && scale > 0.0f),
                            "scale must be > 0 (or K >= 1 for discrete noise)");
         NoiseParams p{type, scale, keep_thresh, K};
         py::gil_scoped_release nogil;
         cuda::sample(reinterpret_cast<const float*>(x), D, reinterpret_cast<float*>(out), B, seed, stream_tag,
-                     start, p, stream, reinterpret_cast<const uint64_t*>(start_dev));
+                     start, p, stream, reinterpret_cast<const uint64_t*>(start_dev),
+                     reinterpret_cast<const uint64_t*>(key_dev));
       },
       py::arg("x"), py::arg("D"), py::arg("out"), py::arg("B"), py::arg("seed"), py::arg("stream_tag"),
       py::arg("start"), py::arg("noise_type"), py::arg("scale"), py::arg("keep_thresh"), py::arg("K"),
-      py::arg("stream"), py::arg("start_dev") = 0,
-      "start_dev: 0, or a device int64 counter added to start (for CUDA-graph replays; see advance)");
+      py::arg("stream"), py::arg("start_dev") = 0, py::arg("key_dev") = 0,
+      "start_dev: 0, or a device int64 counter added to start (for CUDA-graph replays; see advance). "
+      "key_dev: 0, or a device int64[2] {seed, stream_tag} used instead of seed and stream_tag (a cached "
+      "CUDA graph serves every input point).");
   m.def(
       "advance",
       [](uintptr_t counter, uint64_t by, uintptr_t stream) {

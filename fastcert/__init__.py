@@ -34,13 +34,14 @@ _PUBLIC = {
     # robustness curves (Goepfert et al.)
     "curve": "robustness.curves",
     "RobustnessCurve": "robustness.curves",
-    "class_distances": "robustness.curves",
+    "class_distances": "robustness.distances",
     # training, data, models, analysis
     "train": "training.loop",
     "analyze": "analysis.tables",
     "load_dataset": "data",
     "build_model": "models.zoo",
     "load_checkpoint": "models.checkpoint",
+    "load_model": "models.loading",
     "save_checkpoint": "models.checkpoint",
     "build_info": "_native",
 }

@@ -7,6 +7,7 @@ user-facing name (``"n0"``, ``"sigma"``...), never a generic one.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -52,8 +53,10 @@ def check_nonnegative(name: str, value) -> float:
     return v
 
 
-def check_float(name: str, value, lo: float, hi: float, lo_open: bool = True, hi_open: bool = True) -> float:
-    """A finite number in the interval between lo and hi (open or closed at each end)."""
+def check_float(name: str, value, lo: float = -math.inf, hi: float = math.inf, lo_open: bool = True,
+                hi_open: bool = True) -> float:
+    """A finite number in the interval between lo and hi (open or closed at each end; by default any
+    finite number)."""
     v = _as_float(name, value, "a number")
     bad = (not math.isfinite(v) or (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi))
     if bad:
@@ -76,11 +79,15 @@ def check_alpha(alpha, name: str = "alpha") -> float:
 
 
 def check_radii(radii, name: str = "radii") -> list[float]:
-    """Target radii: one number or a non-empty list of finite numbers >= 0."""
+    """Target radii: one number or a non-empty list of finite numbers >= 0 (continuous norms)."""
     if isinstance(radii, (str, bytes)):
         raise TypeError(f"{name} must be a number or a list of numbers, got {radii!r}")
     if isinstance(radii, (int, float, np.integer, np.floating)) and not isinstance(radii, bool):
         radii = [radii]
+    elif isinstance(radii, np.ndarray):
+        if radii.ndim > 1:
+            raise ValueError(f"{name} must be a number or a 1-D list of numbers, got shape {radii.shape}")
+        radii = radii.reshape(-1).tolist()
     out = []
     for r in radii:
         if isinstance(r, bool):
@@ -95,6 +102,14 @@ def check_radii(radii, name: str = "radii") -> list[float]:
     if not out:
         raise ValueError(f"{name} must not be empty")
     return out
+
+
+def check_int_list(name: str, values, minimum: int | None = 0, maximum: int | None = None) -> list[int]:
+    """A sequence (list, tuple, range, 1-D array) of integers, each checked by :func:`check_int`
+    (integer radii, say); a lone number or a string is refused. May be empty."""
+    if isinstance(values, (str, bytes, int, np.integer)) or not isinstance(values, (Iterable, np.ndarray)):
+        raise TypeError(f"{name} must be a sequence of integers (e.g. range(11)), got {values!r}")
+    return [check_int(name, v, minimum, maximum) for v in values]
 
 
 def check_choice(name: str, value, choices) -> str:

@@ -5,6 +5,7 @@
 
 #include "bind_registry.h"
 #include "common/check.h"
+#include "common/limits.h"
 #include "sampling/sampling.h"
 
 namespace py = pybind11;
@@ -30,7 +31,7 @@ void py_sample(FArr x, FArr out, uint64_t seed, uint32_t stream, uint64_t start,
   FASTCERT_CHECK_ARG(x.ndim() == 1, "x must be 1-D (flattened input)");
   FASTCERT_CHECK_ARG(out.ndim() == 2, "out must be 2-D (batch, D)");
   FASTCERT_CHECK_ARG(out.shape(1) == x.shape(0), "out.shape[1] must equal x.size");
-  FASTCERT_CHECK_ARG(x.shape(0) < (int64_t(1) << 34), "x is too large for the counter layout");
+  check_coordinates(x.shape(0));
   FASTCERT_CHECK_ARG(out.writeable(), "out must be writeable");
   const NoiseParams p = make_params(type, scale, keep_thresh, K);
   const float* xp = x.data();
@@ -44,6 +45,7 @@ void py_noise(FArr out, uint64_t seed, uint32_t stream, uint64_t start, int type
               uint64_t keep_thresh, uint32_t K) {
   FASTCERT_CHECK_ARG(out.ndim() == 2, "out must be 2-D (batch, D)");
   FASTCERT_CHECK_ARG(out.writeable(), "out must be writeable");
+  check_coordinates(out.shape(1));
   const NoiseParams p = make_params(type, scale, keep_thresh, K);
   float* op = out.mutable_data();
   const int64_t D = out.shape(1), B = out.shape(0);
@@ -101,6 +103,7 @@ void bind(py::module_& m) {
   m.attr("NOISE_LAPLACE") = static_cast<int>(kLaplace);
   m.attr("NOISE_UNIFORM") = static_cast<int>(kUniform);
   m.attr("NOISE_DISCRETE") = static_cast<int>(kDiscrete);
+  m.attr("MAX_COORDINATES") = kMaxCoordinates;
 }
 
 }  // namespace

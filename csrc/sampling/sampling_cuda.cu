@@ -37,11 +37,17 @@ int grid_for(int64_t work) {
 
 // x: (D,) -> out: (B, D); one thread per (sample, group of four coordinates)
 // start_dev: null, or a device counter added to start (CUDA-graph replays advance it on the device)
+// key_dev: null, or a device {seed, stream_tag} replacing the arguments (one graph for every point)
 __global__ void continuous_kernel(const float* __restrict__ x, int64_t D, int64_t G, float* __restrict__ out,
                                   int64_t B, uint64_t seed, uint32_t stream_tag, uint64_t start,
-                                  const unsigned long long* start_dev, NoiseParams p) {
+                                  const unsigned long long* start_dev, const unsigned long long* key_dev,
+                                  NoiseParams p) {
   const int64_t total = B * G;
   if (start_dev) start += static_cast<uint64_t>(*start_dev);
+  if (key_dev) {
+    seed = static_cast<uint64_t>(key_dev[0]);
+    stream_tag = static_cast<uint32_t>(key_dev[1]);
+  }
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t s = i / G;
@@ -61,9 +67,14 @@ __global__ void continuous_kernel(const float* __restrict__ x, int64_t D, int64_
 // x: (D,) on the grid {0, 1/K, ..., 1} -> out: (B, D); one thread per (sample, coordinate)
 __global__ void discrete_kernel(const float* __restrict__ x, int64_t D, float* __restrict__ out, int64_t B,
                                 uint64_t seed, uint32_t stream_tag, uint64_t start,
-                                const unsigned long long* start_dev, NoiseParams p) {
+                                const unsigned long long* start_dev, const unsigned long long* key_dev,
+                                NoiseParams p) {
   const int64_t total = B * D;
   if (start_dev) start += static_cast<uint64_t>(*start_dev);
+  if (key_dev) {
+    seed = static_cast<uint64_t>(key_dev[0]);
+    stream_tag = static_cast<uint32_t>(key_dev[1]);
+  }
   const float invK = 1.0f / static_cast<float>(p.K);
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -169,15 +180,17 @@ __global__ void advance_kernel(unsigned long long* counter, unsigned long long b
 }  // namespace
 
 void sample(const float* x, int64_t D, float* out, int64_t B, uint64_t seed, uint32_t stream_tag,
-            uint64_t start, const NoiseParams& p, uintptr_t stream, const uint64_t* start_dev) {
+            uint64_t start, const NoiseParams& p, uintptr_t stream, const uint64_t* start_dev,
+            const uint64_t* key_dev) {
   if (B == 0 || D == 0) return;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   const auto* sd = reinterpret_cast<const unsigned long long*>(start_dev);
+  const auto* kd = reinterpret_cast<const unsigned long long*>(key_dev);
   if (p.type == kDiscrete) {
-    discrete_kernel<<<grid_for(B * D), kThreads, 0, st>>>(x, D, out, B, seed, stream_tag, start, sd, p);
+    discrete_kernel<<<grid_for(B * D), kThreads, 0, st>>>(x, D, out, B, seed, stream_tag, start, sd, kd, p);
   } else {
     const int64_t G = (D + 3) / 4;
-    continuous_kernel<<<grid_for(B * G), kThreads, 0, st>>>(x, D, G, out, B, seed, stream_tag, start, sd, p);
+    continuous_kernel<<<grid_for(B * G), kThreads, 0, st>>>(x, D, G, out, B, seed, stream_tag, start, sd, kd, p);
   }
   FASTCERT_CUDA_CHECK(cudaGetLastError());
 }

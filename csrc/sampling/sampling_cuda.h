@@ -10,8 +10,11 @@ namespace cuda {
 
 // Samples start + (*start_dev if start_dev else 0) + 0 .. B-1. start_dev (a device uint64, or null)
 // lets a captured CUDA graph draw fresh samples on every replay: advance() bumps it on the stream.
+// key_dev (a device uint64[2] {seed, stream_tag}, or null) replaces seed and stream_tag, so one
+// captured graph serves every input point: the caller writes the point's key before the replays.
 void sample(const float* x, int64_t D, float* out, int64_t B, uint64_t seed, uint32_t stream_tag,
-            uint64_t start, const NoiseParams& p, uintptr_t stream, const uint64_t* start_dev = nullptr);
+            uint64_t start, const NoiseParams& p, uintptr_t stream, const uint64_t* start_dev = nullptr,
+            const uint64_t* key_dev = nullptr);
 
 // *counter += by, on the stream (one thread).
 void advance(uint64_t* counter, uint64_t by, uintptr_t stream);

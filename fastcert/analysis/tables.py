@@ -1,6 +1,6 @@
 """Certified-accuracy tables and plots from certification logs: ours and the original papers'
 (Cohen et al.'s ``certify`` output, time in seconds or H:MM:SS; Kumar et al.'s confidence logs; our
-extra ``radius_<norm>`` columns). Everything is read unchanged.
+extra ``radius_<norm>`` columns), read by :func:`fastcert.io.readers.read_log`.
 
 certified accuracy at r = fraction of logged points that are correct and have radius >= r
 (Cohen et al.'s ``analyze.py``); average certified radius (ACR) = mean of radius * correct.
@@ -12,44 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fastcert.io.logs import parse_time
+from fastcert.io.readers import read_log
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def read_log(path) -> dict:
-    """Read a tab-separated log with a header into {column: numpy array}; ``time`` becomes seconds,
-    numeric columns floats/ints, others strings. Raises ValueError on a malformed file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"log not found: {path}")
-    lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError(f"{path}: empty log")
-    header = lines[0].split("\t")
-    if len(header) < 2:
-        raise ValueError(f"{path}: not a tab-separated log with a header")
-    rows = [ln.split("\t") for ln in lines[1:]]
-    for i, r in enumerate(rows):
-        if len(r) != len(header):
-            raise ValueError(f"{path}: line {i + 2} has {len(r)} fields, header has {len(header)}")
-    cols = {}
-    for j, name in enumerate(header):
-        vals = [r[j] for r in rows]
-        if name == "time":
-            cols[name] = np.array([parse_time(v) for v in vals], dtype=np.float64)
-            continue
-        try:
-            arr = np.array([float(v) for v in vals], dtype=np.float64)
-            if np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and name in ("idx", "label", "predict",
-                                                                                      "correct", "n_used"):
-                arr = arr.astype(np.int64)
-            cols[name] = arr
-        except ValueError:
-            cols[name] = np.array(vals, dtype=object)
-    cols["_path"] = str(path)
-    cols["_n"] = len(rows)
-    return cols
 
 
 def _need(log, *names):

@@ -11,7 +11,7 @@ import torch
 
 def noise_workload(shape=(1, 28, 28), batch: int = 1000, sigma: float = 0.25, kind: str = "gaussian"):
     """Noisy batch generation: fused kernel into a preallocated buffer vs repeat + randn_like + add."""
-    from fastcert import _core
+    from fastcert import _native
     from fastcert.smoothing.noise import Gaussian, Laplace, Uniform
     from fastcert.smoothing.reference import reference_noise
 
@@ -23,7 +23,7 @@ def noise_workload(shape=(1, 28, 28), batch: int = 1000, sigma: float = 0.25, ki
     counter = [0]
 
     def ours():
-        _core.sample(xv, bv, 1, 1, counter[0], ntype, scale, keep, K)
+        _native.sample_cpu(xv, bv, 1, 1, counter[0], ntype, scale, keep, K)
         counter[0] += batch
         return buf
 
@@ -120,39 +120,11 @@ def _optional_workloads(quick: bool, gpu: bool = False):
 
 
 def naive_ibp(model, x, eps):
-    """Textbook interval arithmetic (the straightforward reference): lower/upper through every layer of a
-    sequential model with W+ / W- products; linf ball clipped to [0, 1]."""
-    import torch.nn.functional as F
-    from torch import nn
+    """Textbook interval arithmetic (the straightforward reference): lower/upper through every layer
+    with W+ / W- products; linf ball clipped to [0, 1] (:func:`fastcert.ibp.reference.reference_bounds`)."""
+    from fastcert.ibp.reference import reference_bounds
 
-    from fastcert.models.zoo import Normalize
-
-    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
-    for m in model.modules():
-        if isinstance(m, nn.Sequential):
-            continue
-        if isinstance(m, Normalize):
-            lo, hi = m(lo), m(hi)
-        elif isinstance(m, nn.Conv2d):
-            wp, wn = m.weight.clamp(min=0), m.weight.clamp(max=0)
-            conv = lambda t, w: F.conv2d(t, w, None, m.stride, m.padding)  # noqa: E731
-            b = m.bias.view(1, -1, 1, 1)
-            lo, hi = conv(lo, wp) + conv(hi, wn) + b, conv(hi, wp) + conv(lo, wn) + b
-        elif isinstance(m, nn.Linear):
-            wp, wn = m.weight.clamp(min=0), m.weight.clamp(max=0)
-            lo, hi = lo @ wp.T + hi @ wn.T + m.bias, hi @ wp.T + lo @ wn.T + m.bias
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            sc = m.weight / torch.sqrt(m.running_var + m.eps)
-            t = m.bias - m.running_mean * sc
-            shape = (1, -1, 1, 1) if lo.dim() == 4 else (1, -1)
-            sc, t = sc.view(shape), t.view(shape)
-            a, b = lo * sc + t, hi * sc + t
-            lo, hi = torch.minimum(a, b), torch.maximum(a, b)
-        elif isinstance(m, nn.ReLU):
-            lo, hi = lo.clamp(min=0), hi.clamp(min=0)
-        elif isinstance(m, nn.Flatten):
-            lo, hi = m(lo), m(hi)
-    return lo, hi
+    return reference_bounds(model, x, eps)
 
 
 def ibp_workload(batch: int = 128, device="cpu", backend="torch"):
@@ -203,7 +175,7 @@ def _ibp_rows(quick: bool):
 
 
 def _distance_rows(quick: bool):
-    from fastcert.robustness.curves import class_distances, class_distances_torch
+    from fastcert.robustness.distances import class_distances, class_distances_torch
     from fastcert.data import load_dataset
 
     try:
@@ -260,10 +232,9 @@ def gpu_rows(quick: bool):
     """GPU rows: noise on the device, end-to-end certification, IBP Triton vs torch (needs CUDA)."""
     if not torch.cuda.is_available():
         raise RuntimeError("the GPU rows need a CUDA device (torch sees none)")
-    try:
-        from fastcert import _core_cuda  # noqa: F401
-    except ImportError:
-        raise RuntimeError("the GPU rows need fastcert._core_cuda (built only where nvcc was found)") from None
+    from fastcert import _native
+
+    _native.require_cuda("the GPU rows")
     n = 10_000 if quick else 100_000
     reps = 2 if quick else 3
     ours, ref, fwd = gpu_certify_workload(n=n)

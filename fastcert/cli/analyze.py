@@ -2,7 +2,7 @@
 Kumar et al.'s); plots with --plot / --compare."""
 from __future__ import annotations
 
-from fastcert.cli.common import CliError, add_common
+from fastcert.cli.common import CliError
 
 
 def _floats(text, name):
@@ -12,10 +12,15 @@ def _floats(text, name):
         raise CliError(f"{name} must be a comma-separated list of numbers, got {text!r}") from None
 
 
+DEFAULT_RADII = "0,0.25,0.5,0.75,1.0"
+DEFAULT_L0_RADII = "0,1,2,3,4,5"
+
+
 def add_arguments(p):
-    add_common(p, dataset=False, model=False)
     p.add_argument("logs", nargs="*", help="log files")
-    p.add_argument("--radii", default="0,0.25,0.5,0.75,1.0", help="comma-separated radii")
+    p.add_argument("--radii", default=None,
+                   help=f"comma-separated radii (default {DEFAULT_RADII}; with --thresholds, l0 radii: integers, "
+                        f"default {DEFAULT_L0_RADII})")
     p.add_argument("--column", default="radius", help="radius column (radius, radius_l1, radius_l2, ...)")
     p.add_argument("--labels", default=None, help="comma-separated curve labels")
     p.add_argument("--plot", default=None, help="write the certified-accuracy curve to this PNG")
@@ -28,8 +33,11 @@ def add_arguments(p):
     p.add_argument("--k", type=int, default=1, help="with --topk-counts: k")
     p.add_argument("--sigma", type=float, default=0.25, help="with --topk-counts: Gaussian sigma")
     p.add_argument("--alpha", type=float, default=0.001, help="with --topk-counts: failure probability")
+    p.add_argument("--confidence-measure", default=None, choices=("score", "margin"),
+                   help="confidence logs: the measure they certify (default: the one recorded in the log's "
+                        "settings; required for the original authors' logs unless --confidence-threshold is given)")
     p.add_argument("--confidence-threshold", type=float, default=None,
-                   help="confidence logs: certified accuracy at this bound (default 0.5 score / 0 margin)")
+                   help="confidence logs: certified accuracy at this bound (default 0.5 for score, 0 for margin)")
     p.add_argument("--tradeoff", default=None, metavar="PNG",
                    help="plot clean accuracy against average certified radius, one point per log (e.g. one run "
                         "per kappa)")
@@ -40,9 +48,11 @@ def add_arguments(p):
 def run(args) -> int:
     from fastcert.analysis.tables import analyze, plot_compare
 
-    radii = _floats(args.radii, "--radii")
+    radii = _floats(args.radii if args.radii is not None else
+                    DEFAULT_L0_RADII if args.thresholds else DEFAULT_RADII, "--radii")
     if args.topk_counts:
-        from fastcert.smoothing.topk import read_counts_file, topk_certified_accuracy
+        from fastcert.io.readers import read_counts_file
+        from fastcert.smoothing.topk import topk_certified_accuracy
 
         counts, labels = read_counts_file(args.topk_counts)
         acc = topk_certified_accuracy(counts, labels, args.k, args.sigma, args.alpha, radii)
@@ -53,7 +63,7 @@ def run(args) -> int:
     if not args.logs:
         raise CliError("give at least one log file")
     if args.merge is not None:
-        from fastcert.cli.certify import merge_parts
+        from fastcert.cli.distributed import merge_parts
 
         if args.merge < 1:
             raise CliError("--merge must be >= 1")
@@ -61,10 +71,13 @@ def run(args) -> int:
             n = merge_parts(log, args.merge)
             print(f"merged {n} rows into {log}")
     if args.thresholds:
-        from fastcert.smoothing.stratified import acc_at_r, read_threshold_file
+        from fastcert.io.readers import read_threshold_file
+        from fastcert.smoothing.stratified import acc_at_r
 
         table = read_threshold_file(args.thresholds)
-        rs = [int(r) for r in radii] if all(float(r).is_integer() for r in radii) else list(range(0, 6))
+        if not radii or not all(float(r).is_integer() and r >= 0 for r in radii):
+            raise CliError(f"--radii: l0 radii (with --thresholds) must be integers >= 0, got {args.radii!r}")
+        rs = [int(r) for r in radii]
         for log in args.logs:
             acc = acc_at_r(log, table, radii=rs)
             print(f"{log}: ACC@r (l0, thresholds {args.thresholds})")
@@ -93,22 +106,26 @@ def run(args) -> int:
 
 def _confidence_report(args) -> bool:
     """Kumar et al.-style logs: certified accuracy at a confidence threshold, both bounds."""
-    from pathlib import Path
-
-    from fastcert.analysis.tables import is_confidence_log, read_log
+    from fastcert.analysis.tables import is_confidence_log
+    from fastcert.io.readers import read_log
 
     logs = [p for p in args.logs if is_confidence_log(read_log(p))]
     if not logs:
         return False
     if len(logs) != len(args.logs):
         raise CliError("analyze confidence logs separately from radius logs")
-    from fastcert.smoothing.confidence import certified_accuracy_at_confidence, read_kumar_log
+    from fastcert.io.readers import read_kumar_log
+    from fastcert.smoothing.confidence import certified_accuracy_at_confidence
 
     for p in logs:
         lg = read_kumar_log(p)
         thr = args.confidence_threshold
         if thr is None:
-            thr = 0.0 if "margin" in Path(p).name else 0.5
+            measure = args.confidence_measure or _recorded_measure(p)
+            if measure is None:
+                raise CliError(f"{p}: give --confidence-measure score|margin (or --confidence-threshold): the log "
+                               "does not record which measure it certifies")
+            thr = 0.0 if measure == "margin" else 0.5
         print(f"{p}: certified accuracy at confidence > {thr:g} ({len(lg)} points)")
         print("radius   " + "  ".join(f"{r:6g}" for r in lg.radii))
         for method in ("cdf", "exp"):
@@ -118,6 +135,19 @@ def _confidence_report(args) -> bool:
         _plot_confidence([read_kumar_log(p) for p in logs], args, args.plot)
         print(f"wrote {args.plot}")
     return True
+
+
+def _recorded_measure(path):
+    """The confidence measure in the settings certify wrote next to the log (``<log>.json``), or None."""
+    import json
+    from pathlib import Path
+
+    meta = Path(str(path) + ".json")
+    try:
+        measure = json.loads(meta.read_text()).get("confidence_measure") if meta.exists() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return measure if measure in ("score", "margin") else None
 
 
 def _plot_confidence(logs, args, path):

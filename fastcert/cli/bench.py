@@ -5,7 +5,7 @@ from fastcert.cli.common import add_common
 
 
 def add_arguments(p):
-    add_common(p, dataset=False, model=False)
+    add_common(p, dataset=False, model=False, batch=False, out="also write the rows as JSON to this path")
     p.add_argument("--full", action="store_true", help="longer, more stable measurements")
     p.epilog = ("Rows: noise generation, end-to-end certification, l0 thresholds, IBP, class distances (CPU); "
                 "with --device cuda also end-to-end GPU certification (eager and CUDA graph) and IBP Triton.")

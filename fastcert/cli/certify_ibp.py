@@ -3,37 +3,31 @@ largest certified linf eps, :func:`fastcert.ibp.radius.certified_radius`) and a 
 per budget."""
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 from tqdm.auto import tqdm
 
-from fastcert.cli.common import CliError, selected_indices
+from fastcert.cli.common import (check_input_shape, load_model, parse_eps, resolve_dataset, selected_indices,
+                                 training_config)
 from fastcert.data import load_dataset
 from fastcert.ibp.radius import certified_radius, margin_lower_bounds
 from fastcert.io.logs import LogWriter, floor_str, format_time
-from fastcert.models.checkpoint import load_checkpoint
 
 
-def run(args) -> int:
+def run(args, model=None, meta=None) -> int:
     """``certify --method ibp|crown-ibp --eps e1,e2,...``: per-sample log with Cohen's six columns
     (radius = largest certified linf eps by bisection, capped at max(eps)) and certified_<eps> flags."""
-    try:
-        eps_list = [float(e) for e in str(args.eps).split(",") if e.strip()]
-    except ValueError:
-        raise CliError(f"--eps must be comma-separated numbers, got {args.eps!r}") from None
-    if not eps_list or any(not (0 <= e < math.inf) for e in eps_list):
-        raise CliError("--eps must be finite numbers >= 0")
-    model, meta = load_checkpoint(args.model, device=args.device)
-    data = load_dataset(args.dataset, args.split)
-    if tuple(data.input_shape) != tuple(meta["input_shape"]):
-        raise CliError(f"--dataset {args.dataset} has inputs {data.input_shape}, the model expects "
-                       f"{tuple(meta['input_shape'])}")
+    eps_list = parse_eps(args.eps)
+    if model is None:
+        model, meta = load_model(args.model, device=args.device)
+    dataset = resolve_dataset(args, meta)
+    data = load_dataset(dataset, args.split)
+    check_input_shape(data, meta, dataset, args.model)
     cap = max(eps_list)
     cols = ["idx", "label", "predict", "radius", "correct", "time"] + [f"certified_{e:g}" for e in eps_list]
-    settings = {"command": "certify", "method": args.method, "model": str(args.model), "dataset": args.dataset,
-                "split": args.split, "eps": eps_list}
+    settings = {"command": "certify", "method": args.method, "model": str(args.model), "dataset": dataset,
+                "split": args.split, "eps": eps_list, "training_method": training_config(meta).get("method")}
     indices = selected_indices(len(data), args.skip, args.max)
     method = "crown-ibp" if args.method == "crown-ibp" else "ibp"
     with LogWriter(args.out, cols, settings) as log:

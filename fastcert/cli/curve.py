@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from fastcert.cli.common import CliError, add_common
+from fastcert.cli.common import CliError, Deprecated, add_common, add_selection, add_split, selected_indices
 
 # options that do not change the rows (or enter the settings in another form); every other option does,
 # and is recorded in the settings under its argparse name, so that an option added later is covered too
 _NOT_SETTINGS = {"out", "plot", "quiet", "load", "models", "model", "certified", "device", "max", "norms"}
+SEARCHES = ("auto", "attack", "exact", "linear")
 # settings whose key is not the option's name
 _OPTION = {"model_sha256": "--model (the checkpoint's contents)", "device_type": "--device"}
 
@@ -27,18 +28,25 @@ def _option(key: str) -> str:
 
 
 def add_arguments(p):
-    add_common(p)
+    add_common(p, out="write the curve to this file (.npz, .json or .csv; {name} = the checkpoint's name with "
+                      "--models); resumable")
     p.add_argument("--models", nargs="+", default=None, help="several checkpoints: one figure comparing them")
     p.add_argument("--norms", default="l1,l2,linf", help="comma-separated subset of l1,l2,linf")
-    p.add_argument("--method", default="auto", help="auto | attack | exact | linear")
+    p.add_argument("--search", default="auto", choices=SEARCHES,
+                   help="how each point's minimal perturbation is found: attack (FAB-style, an upper bound), exact "
+                        "(MIP, small ReLU networks), linear (affine models), auto (exact where possible) "
+                        "(default auto)")
+    p.add_argument("--method", dest="search", action=Deprecated, new="--search", choices=SEARCHES,
+                   help="deprecated spelling of --search (removed in the next release)")
     p.add_argument("--restarts", type=int, default=2, help="random restarts of the attack")
     p.add_argument("--steps", type=int, default=100, help="attack steps per run")
     p.add_argument("--targets", type=int, default=3,
                    help="targeted attack runs per point, towards the runner-up classes (FAB^T)")
     p.set_defaults(batch=128)
-    p.add_argument("--max", type=int, default=1000, help="use the first N test points")
-    p.add_argument("--split", default="test", help="dataset split (test or train)")
-    p.add_argument("--certified", default=None, help="'ibp': add IBP-certified lower bounds (band in the plot)")
+    add_selection(p)
+    add_split(p)
+    p.add_argument("--certified", default=None, choices=("ibp",),
+                   help="add IBP-certified lower bounds (a band in the plot)")
     p.add_argument("--load", nargs="+", default=None, help="re-plot curve file(s) written by --out (no computing)")
     p.add_argument("--plot", default=None, help="write the figure (one panel per norm) to this path")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -118,7 +126,7 @@ def compute_curve(model, x, y, norms, args, label: str, out=None, settings=None)
             if all(i in done for i in range(s, e)):
                 continue
             # one batch exactly as curve() computes it on all points: same composition, seed + s
-            c = curve(model, x[s:e], y[s:e], norms, method=args.method, restarts=args.restarts, steps=args.steps,
+            c = curve(model, x[s:e], y[s:e], norms, method=args.search, restarts=args.restarts, steps=args.steps,
                       targets=args.targets,
                       batch_size=batch, seed=args.seed + s, label=label, device=args.device)
             for nm in norms:
@@ -143,47 +151,46 @@ def compute_curve(model, x, y, norms, args, label: str, out=None, settings=None)
 
 
 def run(args) -> int:
-    from fastcert.robustness.curves import _parse_norms, load_curve
+    from fastcert.robustness.curves import load_curve
+    from fastcert.robustness.distances import parse_norms
 
-    norms = _parse_norms(args.norms)
+    norms = parse_norms(args.norms)
     curves = []
     if args.load:
         curves = [load_curve(path) for path in args.load]
     else:
         import torch
 
+        from fastcert.cli.common import check_input_shape, load_model, resolve_dataset
         from fastcert.data import load_dataset
-        from fastcert.models.checkpoint import load_checkpoint
 
         paths = list(args.models or []) + ([args.model] if args.model else [])
         if not paths:
             raise CliError("--model (or --models, or --load) is required")
-        if args.max < 1:
-            raise CliError("--max must be >= 1")
         if args.batch < 1:
             raise CliError("--batch must be >= 1")
-        if args.split not in ("test", "train"):
-            raise CliError("--split must be test or train")
-        if args.certified not in (None, "ibp"):
-            raise CliError("--certified must be 'ibp' (or omitted)")
-        if args.method not in ("auto", "attack", "exact", "linear"):
-            raise CliError(f"--method must be auto, attack, exact or linear, got {args.method!r}")
         if args.out and len(paths) > 1 and "{name}" not in args.out:
             raise CliError("--out needs a {name} placeholder when several models are given")
+        loaded = [load_model(path, device=args.device) for path in paths]
+        datasets = {resolve_dataset(args, meta) for _, meta in loaded}
+        if len(datasets) > 1:
+            raise CliError(f"--dataset is required: the models were trained on different datasets "
+                           f"({', '.join(sorted(datasets))})")
+        args.dataset = datasets.pop()
         ds = load_dataset(args.dataset, args.split)
-        n = min(args.max, len(ds))
+        chosen = selected_indices(len(ds), args.skip, args.max)
+        n = len(chosen)
+        xs, ys = ds.x[chosen], ds.y[chosen]
         torch.manual_seed(args.seed)
-        for path in paths:
-            model, meta = load_checkpoint(path, device=args.device)
-            if tuple(meta["input_shape"]) != tuple(ds.input_shape):
-                raise CliError(f"--model {path}: input shape {meta['input_shape']} does not match the dataset {ds.input_shape}")
+        for path, (model, meta) in zip(paths, loaded):
+            check_input_shape(ds, meta, args.dataset, path)
             out = args.out.replace("{name}", Path(path).stem) if args.out else None
             settings = None
             if out:
                 settings = {"command": "curve", "model": str(path), "model_sha256": _sha256(path), "max": n,
                             "norms": list(norms), "device_type": torch.device(args.device).type,
                             **{k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS and not k.startswith("_")}}
-            c = compute_curve(model, ds.x[:n], ds.y[:n], norms, args, Path(path).stem, out, settings)
+            c = compute_curve(model, xs, ys, norms, args, Path(path).stem, out, settings)
             if out:
                 c.save(out)
                 rows = rows_path(out)

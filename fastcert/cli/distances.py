@@ -1,15 +1,18 @@
 """`distances`: inter- and intra-class nearest-neighbour distances of a dataset, per norm."""
 from __future__ import annotations
 
-from fastcert.cli.common import CliError, add_common
+from fastcert.cli.common import CliError, add_common, add_selection, add_split, selected_indices
 
 
 def add_arguments(p):
-    add_common(p, model=False)
+    add_common(p, model=False, seed=False, device=False, batch=False,
+               out="write the distances per norm to this .npz")
     p.add_argument("--norms", default="l1,l2,linf", help="comma-separated subset of l1,l2,linf")
-    p.add_argument("--split", default="test", help="split whose points are measured (test or train)")
-    p.add_argument("--reference", default="train", help="split searched for neighbours: train, test or self")
-    p.add_argument("--max", type=int, default=None, help="use only the first N query points")
+    add_split(p, "split whose points are measured")
+    p.add_argument("--reference", default="train", choices=("train", "test", "self"),
+                   help="points searched for neighbours: the train or test split, or the measured points "
+                        "themselves (default train)")
+    add_selection(p)
     p.add_argument("--max-reference", type=int, default=None, help="use only the first N reference points")
     p.add_argument("--plot", default=None, help="histograms per norm (inter vs intra, half the inter distance)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -18,21 +21,19 @@ def add_arguments(p):
 def run(args) -> int:
     import numpy as np
 
-    from fastcert.robustness.curves import _parse_norms, class_distances
+    from fastcert.robustness.distances import class_distances, parse_norms
     from fastcert.data import load_dataset
     from fastcert.io.files import save_npz
 
-    norms = _parse_norms(args.norms)
-    for flag, v in (("--split", args.split), ("--reference", args.reference)):
-        if v not in ("train", "test") and not (flag == "--reference" and v == "self"):
-            raise CliError(f"{flag} must be train or test{' or self' if flag == '--reference' else ''}, got {v!r}")
-    for flag, v in (("--max", args.max), ("--max-reference", args.max_reference)):
-        if v is not None and v < 1:
-            raise CliError(f"{flag} must be >= 1")
+    norms = parse_norms(args.norms)
+    if args.max_reference is not None and args.max_reference < 1:
+        raise CliError("--max-reference must be >= 1")
     q = load_dataset(args.dataset, args.split)
-    if args.max:
-        q = q.subset(range(min(args.max, len(q))))
+    chosen = selected_indices(len(q), args.skip, args.max)
+    if len(chosen) < len(q):
+        q = q.subset(chosen)
     ref = None
+    # the measured points against themselves (each point excluded from its own neighbours)
     same = args.reference == "self" or (args.reference == args.split and not args.max_reference)
     if not same:
         r = load_dataset(args.dataset, args.reference)

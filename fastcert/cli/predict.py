@@ -3,28 +3,26 @@ from __future__ import annotations
 
 import time
 
-from fastcert.cli.common import CliError, add_common, selected_indices
+from fastcert.cli.common import (CliError, add_common, add_noise_flags, add_sampling, add_selection, add_split,
+                                 selected_indices)
 from fastcert.rng import derive_seed
 
 
 def add_arguments(p):
-    add_common(p)
-    p.add_argument("--noise", default="gaussian", help="gaussian | laplace | uniform | discrete")
-    p.add_argument("--sigma", type=float, default=None, help="noise scale (default: the model's)")
-    p.add_argument("--alpha-keep", type=float, default=None)
-    p.add_argument("--K", type=int, default=None)
-    p.add_argument("--n", type=int, default=100_000, help="samples")
-    p.add_argument("--alpha", type=float, default=0.001, help="failure probability")
-    p.add_argument("--skip", type=int, default=1)
-    p.add_argument("--max", type=int, default=-1)
-    p.add_argument("--split", default="test")
-    p.add_argument("--quiet", action="store_true")
+    add_common(p, out="log path (required); a rerun with the same --out resumes it")
+    add_noise_flags(p)
+    add_sampling(p, n0=False)
+    p.add_argument("--alpha", type=float, default=0.001, help="failure probability: abstain unless the top "
+                                                             "class wins at this level (default 0.001)")
+    add_selection(p)
+    add_split(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(batch=1000)
 
 
 def run(args) -> int:
-    if args.model is None:
-        raise CliError("--model is required")
+    from fastcert.cli.common import check_input_shape, load_model, resolve_dataset, resolve_noise
+
     if args.out is None:
         raise CliError("--out is required")
     for name in ("n", "batch", "skip"):
@@ -37,19 +35,16 @@ def run(args) -> int:
 
     from fastcert.data import load_dataset
     from fastcert.io.logs import LogWriter, format_time
-    from fastcert.models.checkpoint import load_checkpoint
-    from fastcert.smoothing.noise import make_noise
     from fastcert.smoothing.smooth import Smooth
 
-    model, meta = load_checkpoint(args.model, device=args.device)
-    cfg = meta.get("config", {})
-    noise = make_noise(args.noise, sigma=args.sigma if args.sigma is not None else cfg.get("sigma"),
-                       alpha_keep=args.alpha_keep if args.alpha_keep is not None else cfg.get("alpha_keep"),
-                       K=args.K if args.K is not None else cfg.get("K"))
+    model, meta = load_model(args.model, device=args.device)
+    noise, noise_settings = resolve_noise(args, meta)
     smooth = Smooth(model, meta["num_classes"], noise, device=args.device)
-    data = load_dataset(args.dataset, args.split)
-    settings = {"command": "predict", "model": str(args.model), "dataset": args.dataset, "split": args.split,
-                "noise": repr(noise), "n": args.n, "alpha": args.alpha, "seed": args.seed,
+    dataset = resolve_dataset(args, meta)
+    data = load_dataset(dataset, args.split)
+    check_input_shape(data, meta, dataset, args.model)
+    settings = {"command": "predict", "model": str(args.model), "dataset": dataset, "split": args.split,
+                **noise_settings, "n": args.n, "alpha": args.alpha, "seed": args.seed,
                 "device_type": torch.device(args.device).type}
     indices = selected_indices(len(data), args.skip, args.max)
     with LogWriter(args.out, ["idx", "label", "predict", "correct", "time"], settings) as log:

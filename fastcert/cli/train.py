@@ -1,22 +1,37 @@
 """`train`: train a model of the zoo and write a checkpoint that records architecture and normalization."""
 from __future__ import annotations
 
-from fastcert.cli.common import CliError, add_common
+from fractions import Fraction
+
+from fastcert.cli.common import CliError, Deprecated, add_common, parse_eps
+
+METHODS = ("gaussian", "laplace", "uniform", "discrete", "none", "ibp", "acert")  # fastcert.training.loop.METHODS
+
+
+def _archs():
+    from fastcert.models.zoo import ARCHS
+
+    return tuple(sorted(ARCHS))
 
 
 def add_arguments(p):
-    add_common(p, model=False)
-    p.add_argument("--arch", default="cnn_small", help="model architecture (fastcert.models.zoo.ARCHS)")
-    p.add_argument("--method", default="gaussian",
-                   help="gaussian | laplace | uniform | discrete | none | ibp | acert")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--sigma", type=float, default=0.25, help="noise scale (sigma / Laplace scale / uniform half-width)")
-    p.add_argument("--alpha-keep", type=float, default=0.8, help="discrete noise: keep probability")
-    p.add_argument("--K", type=int, default=255, help="discrete noise: number of levels - 1")
-    p.add_argument("--eps", type=float, default=0.1, help="ibp/acert: training epsilon (linf, [0,1] pixels)")
-    p.add_argument("--kappa", type=float, default=0.5, help="ibp/acert: weight of the clean loss")
+    add_common(p, model=False, out="checkpoint path (required); an unfinished one with the same settings resumes")
+    p.add_argument("--arch", default="cnn_small", choices=_archs(), help="model architecture (default cnn_small)")
+    p.add_argument("--method", default="gaussian", choices=METHODS,
+                   help="training method: noise augmentation (gaussian, laplace, uniform, discrete), none, or "
+                        "certified training (ibp, acert); certify and predict take it as their default")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    p.add_argument("--sigma", type=float, default=0.25,
+                   help="noise scale: Gaussian sigma, Laplace scale, uniform half-width (default 0.25)")
+    p.add_argument("--keep", default="0.8", help="discrete noise: keep probability in (0, 1) (default 0.8)")
+    p.add_argument("--alpha-keep", dest="keep", action=Deprecated, new="--keep",
+                   help="deprecated spelling of --keep (removed in the next release)")
+    p.add_argument("--K", type=int, default=255, help="discrete noise: number of levels - 1 (default 255)")
+    p.add_argument("--eps", default="0.1",
+                   help="ibp/acert: the training linf budget in [0, 1] pixel units, one value (default 0.1)")
+    p.add_argument("--kappa", type=float, default=0.5, help="ibp/acert: weight of the clean loss (default 0.5)")
     p.add_argument("--max-train", type=int, default=None, help="use only the first N training points")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(batch=128)
@@ -26,13 +41,8 @@ def run(args) -> int:
     import torch
 
     from fastcert.data import load_dataset
-    from fastcert.models.zoo import ARCHS
-    from fastcert.training.loop import CERTIFIED_METHODS, METHODS, evaluate, train
+    from fastcert.training.loop import CERTIFIED_METHODS, evaluate, train
 
-    if args.method not in METHODS:
-        raise CliError(f"--method must be one of {', '.join(METHODS)}, got {args.method!r}")
-    if args.arch not in ARCHS:
-        raise CliError(f"--arch must be one of {', '.join(sorted(ARCHS))}, got {args.arch!r}")
     if args.out is None:
         raise CliError("--out is required (checkpoint path)")
     if args.epochs < 1:
@@ -45,6 +55,9 @@ def run(args) -> int:
     if distributed:
         if args.method not in CERTIFIED_METHODS:
             raise CliError("data-parallel training (torchrun) is supported for --method ibp and acert")
+        from fastcert.cli.distributed import rank_device
+
+        args.device = rank_device(args.device)  # cuda -> cuda:LOCAL_RANK before NCCL starts
         torch.distributed.init_process_group("gloo" if args.device == "cpu" else "nccl")
     train_set = load_dataset(args.dataset, "train")
     if args.max_train is not None:
@@ -54,8 +67,18 @@ def run(args) -> int:
     test_set = load_dataset(args.dataset, "test")
     kw = {}
     if args.method in CERTIFIED_METHODS:
-        kw = {"eps": args.eps, "kappa": args.kappa}
-    model = train(args.arch, train_set, method=args.method, sigma=args.sigma, alpha_keep=args.alpha_keep, K=args.K,
+        eps = parse_eps(args.eps)
+        if len(eps) != 1:
+            raise CliError(f"--eps: train takes one training budget, got {args.eps!r}")
+        kw = {"eps": eps[0], "kappa": args.kappa}
+    keep_flag = getattr(args, "_keep_flag", None) or "--keep"
+    try:
+        keep = float(Fraction(str(args.keep)))
+    except (ValueError, ZeroDivisionError):
+        raise CliError(f"{keep_flag} must be a number in (0, 1), got {args.keep!r}") from None
+    if args.method == "discrete" and not 0 < keep < 1:
+        raise CliError(f"{keep_flag} must be in (0, 1), got {args.keep!r}")
+    model = train(args.arch, train_set, method=args.method, sigma=args.sigma, keep=keep, K=args.K,
                   epochs=args.epochs, batch_size=args.batch, lr=args.lr, weight_decay=args.weight_decay,
                   seed=args.seed, device=args.device, out=args.out, progress=not args.quiet, **kw)
     if distributed:

@@ -1,6 +1,7 @@
 """``ibp_bounds``: validation and dispatch between the torch path, the Triton path and CROWN-IBP."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -10,8 +11,8 @@ from torch import nn
 from fastcert.ibp import crown
 from fastcert.ibp.graph import clean_forward, needs_clean_pass, trace
 from fastcert.ibp.torch_path import propagate, propagate_fast
+from fastcert.validate import NORMS
 
-NORMS = ("linf", "l2", "l1")
 BACKENDS = ("auto", "torch", "triton")
 METHODS = ("ibp", "crown-ibp")
 
@@ -90,6 +91,42 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
     stored copy of their source tensors is exactly equal to the current ones (costs one copy of the
     weights in memory).
     """
+    e, C, x_min, x_max = _check_args(model, x, eps, norm, C, x_min, x_max, backend, method)
+    ops = trace(model)
+    if not ops:
+        raise ValueError("model has no layers")
+    need_grad = torch.is_grad_enabled() and (
+        x.requires_grad or e.requires_grad or (C is not None and C.requires_grad)
+        or any(p.requires_grad for p in model.parameters()))
+    if C is not None and ops[-1].kind == "linear" and C.shape[2] != ops[-1].module.out_features:
+        raise ValueError(f"C must have shape (B, m, {ops[-1].module.out_features}) to match the model's outputs, "
+                         f"got {tuple(C.shape)}")
+    use_triton = _use_triton(backend, method, x, need_grad)
+
+    stats: dict = {}
+    if needs_clean_pass(ops):
+        with torch.no_grad() if use_triton else contextlib.nullcontext():
+            clean_forward(ops, x, stats)
+    if use_triton:
+        from fastcert.ibp.triton.path import propagate_triton
+
+        with torch.no_grad():
+            c, r = propagate_triton(ops, x, e.float(), x_min, x_max, stats,
+                                    interpret=_interpret_enabled(), spec=C)
+        return c - r, c + r
+
+    # per-sample eps broadcast over the input; the clipped box
+    eb = e.view(-1, *([1] * (x.dim() - 1)))
+    lo_in = torch.clamp(x - eb, min=x_min)
+    hi_in = torch.clamp(x + eb, max=x_max)
+    if method == "ibp":
+        return _ibp_torch(ops, lo_in, hi_in, stats, C, need_grad)
+    return _crown_ibp(ops, x, lo_in, hi_in, e, norm, stats, C)
+
+
+def _check_args(model, x, eps, norm, C, x_min, x_max, backend, method):
+    """Every argument check of :func:`ibp_bounds` -> (eps as a (B,) tensor, C on x's device and dtype,
+    x_min, x_max as floats)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(x, torch.Tensor):
@@ -130,18 +167,12 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
         if not bool(torch.isfinite(C).all()):
             raise ValueError("C contains NaN or infinite values")
         C = C.to(device=x.device, dtype=x.dtype)
+    return e, C, x_min, x_max
 
-    ops = trace(model)
-    if not ops:
-        raise ValueError("model has no layers")
 
-    need_grad = torch.is_grad_enabled() and (
-        x.requires_grad or e.requires_grad or (C is not None and C.requires_grad)
-        or any(p.requires_grad for p in model.parameters()))
-    if C is not None and ops[-1].kind == "linear" and C.shape[2] != ops[-1].module.out_features:
-        raise ValueError(f"C must have shape (B, m, {ops[-1].module.out_features}) to match the model's outputs, "
-                         f"got {tuple(C.shape)}")
-    use_triton = False
+def _use_triton(backend: str, method: str, x: torch.Tensor, need_grad: bool) -> bool:
+    """Whether the Triton path runs: required by backend="triton" (an error where it cannot), chosen by
+    "auto" for float32 CUDA inputs without gradients when Triton is importable."""
     if backend == "triton":
         if method != "ibp":
             raise ValueError("backend='triton' supports method='ibp' only (CROWN-IBP runs on the torch path)")
@@ -155,49 +186,36 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
         if need_grad:
             raise ValueError("backend='triton' has no backward pass: use backend='torch' (or 'auto') for "
                              "gradients, or call under torch.no_grad()")
-        use_triton = True
-    elif backend == "auto":
-        use_triton = (method == "ibp" and x.device.type == "cuda" and x.dtype == torch.float32 and not need_grad
-                      and _triton_importable())
+        return True
+    if backend == "auto":
+        return (method == "ibp" and x.device.type == "cuda" and x.dtype == torch.float32 and not need_grad
+                and _triton_importable())
+    return False
 
-    # per-sample eps broadcast over the input; the clipped box
-    eb = e.view(-1, *([1] * (x.dim() - 1)))
-    stats: dict = {}
-    if needs_clean_pass(ops):
-        if use_triton:
-            with torch.no_grad():
-                clean_forward(ops, x, stats)
-        else:
-            clean_forward(ops, x, stats)
 
-    if use_triton:
-        from fastcert.ibp.triton.path import propagate_triton
-
-        with torch.no_grad():
-            c, r = propagate_triton(ops, x, e.float(), x_min, x_max, stats,
-                                    interpret=_interpret_enabled(), spec=C)
-        return c - r, c + r
-
-    lo_in = torch.clamp(x - eb, min=x_min)
-    hi_in = torch.clamp(x + eb, max=x_max)
+def _ibp_torch(ops, lo_in, hi_in, stats, C, need_grad: bool):
+    """IBP on the torch path: the differentiable propagation when a gradient is needed, else the
+    inference variant with the same bounds. C folded into a last Linear, else applied to the logit box."""
     c0, r0 = (hi_in + lo_in) * 0.5, (hi_in - lo_in) * 0.5
-    if method == "ibp":
-        fold = C is not None and ops[-1].kind == "linear"
-        if need_grad:
-            c, r = propagate(ops, c0, r0, stats, spec=C, fold_last=fold)
-        else:  # same bounds, fewer memory passes (BN folded into weights, in-place interval ReLU)
-            with torch.no_grad():
-                c, r, k = propagate_fast(ops, c0, r0, stats, spec=C, fold_last=fold, owned=True)
-                if k != 1.0:
-                    c, r = c / k, r / k
-        if C is not None and not fold:
-            _check_spec(C, c)
-            c, r = torch.einsum("bmo,bo->bm", C, c), torch.einsum("bmo,bo->bm", C.abs(), r)
-        return c - r, c + r
+    fold = C is not None and ops[-1].kind == "linear"
+    if need_grad:
+        c, r = propagate(ops, c0, r0, stats, spec=C, fold_last=fold)
+    else:  # same bounds, fewer memory passes (BN folded into weights, in-place interval ReLU)
+        with torch.no_grad():
+            c, r, k = propagate_fast(ops, c0, r0, stats, spec=C, fold_last=fold, owned=True)
+            if k != 1.0:
+                c, r = c / k, r / k
+    if C is not None and not fold:
+        _check_spec(C, c)
+        c, r = torch.einsum("bmo,bo->bm", C, c), torch.einsum("bmo,bo->bm", C.abs(), r)
+    return c - r, c + r
 
-    # CROWN-IBP
+
+def _crown_ibp(ops, x, lo_in, hi_in, e, norm: str, stats, C):
+    """CROWN-IBP: IBP pre-activation bounds, then the backward pass from the specification (identity
+    when C is None) and the concretization over the box (and the l1/l2 ball)."""
     record: dict = {}
-    c, r = propagate(ops, c0, r0, stats, record=record)
+    c, r = propagate(ops, (hi_in + lo_in) * 0.5, (hi_in - lo_in) * 0.5, stats, record=record)
     if c.dim() != 2:
         raise ValueError(f"crown-ibp needs a (B, num_classes) output, got {tuple(c.shape)}")
     if C is None:

@@ -1,11 +1,11 @@
-"""The torch reference path: interval bound propagation in center-radius form.
+"""The torch path: interval bound propagation in center-radius form.
 
 An interval [l, u] is carried as its center c = (u + l) / 2 and radius r = (u - l) / 2 >= 0. An affine
 map z -> W z + b sends it to center W c + b and radius |W| r (exact for one affine layer); a monotone
 ReLU maps the end points. Differentiable end to end (certified training backpropagates through it).
 
-:func:`propagate_naive` is the straightforward lower/upper version (W+ = max(W, 0), W- = min(W, 0):
-l' = W+ l + W- u + b, u' = W+ u + W- l + b), kept as the tests' oracle and the benchmark baseline.
+The straightforward lower/upper version (W+ = max(W, 0), W- = min(W, 0)), the tests' oracle and the
+benchmark baseline, is :mod:`fastcert.ibp.reference`.
 """
 from __future__ import annotations
 
@@ -108,38 +108,6 @@ def propagate(ops: list[Op], c: torch.Tensor, r: torch.Tensor, stats: dict, reco
         else:  # pragma: no cover - trace() only emits the kinds above
             raise AssertionError(k)
     return c, r
-
-
-def propagate_naive(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, stats: dict):
-    """Lower/upper interval arithmetic with W+ / W- splits (the straightforward implementation)."""
-    for op in ops:
-        k = op.kind
-        if k in ("linear", "conv"):
-            m = op.module
-            wp, wn = m.weight.clamp(min=0), m.weight.clamp(max=0)
-            if k == "linear":
-                lo, hi = (F.linear(lo, wp, m.bias) + F.linear(hi, wn),
-                          F.linear(hi, wp, m.bias) + F.linear(lo, wn))
-            else:
-                lo, hi = (_conv(m, lo, wp, m.bias) + _conv(m, hi, wn, None),
-                          _conv(m, hi, wp, m.bias) + _conv(m, lo, wn, None))
-        elif k == "chaffine":
-            scale, shift = bn_affine(op, stats)
-            s = channel_view(scale, lo.dim())
-            t = channel_view(shift, lo.dim())
-            a, b = lo * s + t, hi * s + t
-            lo, hi = torch.minimum(a, b), torch.maximum(a, b)
-        elif k == "relu":
-            lo, hi = F.relu(lo), F.relu(hi)
-        elif k in ("flatten", "pool"):
-            lo, hi = op.module(lo), op.module(hi)
-        elif k == "residual":
-            l1, h1 = propagate_naive(op.main, lo, hi, stats)
-            l2, h2 = propagate_naive(op.shortcut, lo, hi, stats)
-            lo, hi = l1 + l2, h1 + h2
-        else:  # pragma: no cover
-            raise AssertionError(k)
-    return lo, hi
 
 
 # ----------------------------------------------------------------------------- inference fast path

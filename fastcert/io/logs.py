@@ -13,6 +13,8 @@ import math
 import os
 from pathlib import Path
 
+from fastcert.io.readers import read_table
+
 COHEN_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
 
 
@@ -22,16 +24,13 @@ def format_time(seconds: float) -> str:
     return s if "." in s else s + ".000000"
 
 
-def parse_time(text: str) -> float:
-    """Seconds from 'H:MM:SS[.ffffff]' or a plain number of seconds."""
-    text = text.strip()
-    if ":" in text:
-        parts = text.split(":")
-        if len(parts) != 3:
-            raise ValueError(f"bad time {text!r}")
-        h, m, s = parts
-        return int(h) * 3600 + int(m) * 60 + float(s)
-    return float(text)
+def radius_tag(r: float) -> str:
+    """Kumar et al.'s column suffix of a radius: R * 100 ('00', '25', '100'); off the 0.01 grid,
+    '12p5' (read back by fastcert.io.readers.tag_radius)."""
+    h = round(float(r) * 100, 9)
+    if h == int(h):
+        return f"{int(h):02d}"
+    return f"{h:g}".replace(".", "p")
 
 
 def floor_str(value, digits: int = 6) -> str:
@@ -96,17 +95,19 @@ class LogWriter:
             with open(self.path, "r+b") as f:
                 f.truncate(cut)
             data = data[:cut]
-        lines = data.decode("utf-8").splitlines()
-        if not lines:
+        if not data.strip():
             with open(self.path, "w", encoding="utf-8") as f:
                 f.write("\t".join(self.columns) + "\n")
             return
-        header = lines[0].split("\t")
-        if header != self.columns:
-            raise ValueError(f"out: {self.path} has columns {header}, expected {self.columns}; use another --out")
-        for ln in lines[1:]:
-            if ln.strip():
-                self.done.add(int(ln.split("\t", 1)[0]))
+        table = read_table(self.path, "log", ragged=True)
+        if table.header != self.columns:
+            raise ValueError(f"out: {self.path} has columns {table.header}, expected {self.columns}; "
+                             "use another --out")
+        for i, row in enumerate(table.rows):
+            if len(row) != len(self.columns) or not row[0].isdigit():
+                raise ValueError(f"out: {table.error(i, 'not a row of this log (field count or idx)')}; "
+                                 "use another --out")
+            self.done.add(int(row[0]))
 
     def _sync(self):
         self.f.flush()

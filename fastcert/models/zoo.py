@@ -5,7 +5,8 @@ normalization travels with the weights, and a checkpoint alone (architecture nam
 normalization + state dict) rebuilds the classifier for certification.
 
 Architectures: ``mlp``, ``cnn_small`` (8x8 and 28x28 inputs), ``lenet``, ``resnet20`` and
-``resnet110`` (CIFAR ResNets of He et al., as used by Cohen et al.), ``cnn7`` (the CNN-7 with batch
+``resnet110`` (CIFAR ResNets of He et al., as used by Cohen et al.), ``resnet50`` (the ImageNet
+ResNet-50 in torchvision's layout and parameter names, which Cohen et al.'s ImageNet models use), ``cnn7`` (the CNN-7 with batch
 norm of Shi et al. 2021 / ACERT, 17M parameters at 32x32), ``cnn_ibp`` (a small CNN for IBP on
 digits / Fashion-MNIST).
 """
@@ -29,13 +30,12 @@ class Normalize(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
 
-    def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() >= 3:
-            return t.view(1, -1, *([1] * (x.dim() - 2)))
-        return t.view(1, -1) if t.numel() > 1 else t.view(1, 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self._view(self.mean, x)) / self._view(self.std, x)
+        # (1, C, 1, ..., 1) against the channel axis; written so that torch.jit.script compiles it
+        shape = [1, -1]
+        for _ in range(x.dim() - 2):
+            shape.append(1)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
 
 
 def _mlp(input_shape, num_classes, hidden=(256, 256)):
@@ -144,6 +144,61 @@ class CifarResNet(nn.Module):
         return self.fc(x)
 
 
+class Bottleneck(nn.Module):
+    """ResNet-50 block (torchvision's layout: the stride sits on the 3x3 conv): 1x1 -> 3x3 -> 1x1 (x4)."""
+    expansion = 4
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        cout = planes * self.expansion
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet50(nn.Module):
+    """ResNet-50 (He et al. 2016) with torchvision's module names (conv1, bn1, layer1..layer4 of
+    Bottleneck blocks, fc), so torchvision's and Cohen et al.'s ImageNet state dicts load unchanged.
+    ``width`` is the stem width (64 in the paper); smaller values give the same graph, cheaper."""
+
+    def __init__(self, input_shape, num_classes, width=64):
+        super().__init__()
+        width = int(width)
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        self.conv1 = nn.Conv2d(input_shape[0], width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = width
+        for i, (planes, blocks) in enumerate(zip((width, 2 * width, 4 * width, 8 * width), (3, 4, 6, 3))):
+            layer = []
+            for j in range(blocks):
+                layer.append(Bottleneck(cin, planes, 2 if (j == 0 and i > 0) else 1))
+                cin = planes * Bottleneck.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.avgpool(x).flatten(1))
+
+
 ARCHS = {
     "mlp": _mlp,
     "cnn_small": _cnn_small,
@@ -152,6 +207,7 @@ ARCHS = {
     "cnn7": _cnn7,
     "resnet20": lambda s, k: CifarResNet(20, s, k),
     "resnet110": lambda s, k: CifarResNet(110, s, k),
+    "resnet50": lambda s, k, width=64: ResNet50(s, k, width),
 }
 
 

@@ -25,7 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-NORMS = ("l1", "l2", "linf")
+from fastcert.ibp.graph import UnsupportedLayerError, trace
+from fastcert.models.zoo import Normalize
+from fastcert.validate import NORMS
+
 _ORD = {"l1": 1.0, "l2": 2.0, "linf": float("inf")}
 
 
@@ -126,65 +129,66 @@ def _conv_as_matrix(conv: nn.Conv2d, in_shape):
     return cols.reshape(n_in, -1).T.contiguous(), zero.reshape(-1), out_shape
 
 
+def _op_as_matrix(op, shape):
+    """(W, b, out_shape) of one traced affine op (float64), or None where it is not made dense here."""
+    m = op.module
+    n = int(np.prod(shape))
+    if isinstance(m, Normalize):
+        c = shape[0] if len(shape) == 3 else 1
+        mean, std = m.mean.double(), m.std.double()
+        if mean.numel() not in (1, c):
+            return None
+        per = n // max(c, 1)
+        mv = mean.repeat_interleave(per) if mean.numel() == c else mean.expand(n)
+        sv = std.repeat_interleave(per) if std.numel() == c else std.expand(n)
+        return torch.diag(1.0 / sv), -mv / sv, shape
+    if op.kind == "linear":
+        if len(shape) != 1:
+            return None
+        b = m.bias.detach().double() if m.bias is not None else torch.zeros(m.out_features, dtype=torch.float64)
+        return m.weight.detach().double(), b, (m.out_features,)
+    if op.kind == "conv":
+        if len(shape) != 3 or n > 4096:
+            return None
+        return _conv_as_matrix(m, shape)
+    if op.kind == "chaffine" and not m.training and m.running_mean is not None:  # eval-mode BatchNorm
+        scale = (m.weight.detach().double() if m.affine else 1.0) / torch.sqrt(m.running_var.double() + m.eps)
+        shift = (m.bias.detach().double() if m.affine else 0.0) - m.running_mean.double() * scale
+        per = n // scale.numel()
+        return torch.diag(scale.repeat_interleave(per)), shift.repeat_interleave(per), shape
+    return None  # BatchNorm with batch statistics, pools, residual blocks
+
+
 def affine_relu_layers(model: nn.Module, input_shape):
     """Flatten ``model`` into ``[(W, b), ...]`` (float64 tensors) with ReLU between consecutive layers.
 
-    Understands nn.Sequential nests of fastcert Normalize, Flatten, Linear, Conv2d (made dense: for the
-    small inputs the exact solver is meant for), eval-mode BatchNorm, Identity and ReLU. Returns None for
-    anything else (the caller then uses the attack).
+    The model is walked by IBP's tracer (:func:`fastcert.ibp.graph.trace`); of its ops, this understands
+    fastcert Normalize, Flatten, Linear, Conv2d (made dense: for the small inputs the exact solver is
+    meant for), eval-mode BatchNorm and ReLU (Identity and eval-mode Dropout trace to nothing). Returns
+    None for anything else (pools, residual blocks, layers IBP cannot bound: the caller then uses the
+    attack).
     """
-    from fastcert.models.zoo import Normalize
-
-    mods = []
-
-    def walk(m):
-        if isinstance(m, nn.Sequential):
-            for c in m:
-                walk(c)
-        else:
-            mods.append(m)
-
-    walk(model)
+    try:
+        ops = trace(model)
+    except UnsupportedLayerError:
+        return None
     shape = tuple(int(s) for s in input_shape)
     layers: list[list[torch.Tensor]] = []
     cur = None  # pending affine map (W, b) since the last ReLU
-    for m in mods:
-        n = int(np.prod(shape))
-        if isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout)):
-            shape = (n,) if isinstance(m, nn.Flatten) else shape
+    for op in ops:
+        if op.kind == "flatten":
+            shape = (int(np.prod(shape)),)
             continue
-        if isinstance(m, nn.ReLU):
+        if op.kind == "relu":
             if cur is None:
                 return None  # ReLU directly on the input or two ReLUs in a row
             layers.append(cur)
             cur = None
             continue
-        if isinstance(m, Normalize):
-            c = shape[0] if len(shape) == 3 else 1
-            mean, std = m.mean.double(), m.std.double()
-            if mean.numel() not in (1, c):
-                return None
-            per = n // max(c, 1)
-            mv = mean.repeat_interleave(per) if mean.numel() == c else mean.expand(n)
-            sv = std.repeat_interleave(per) if std.numel() == c else std.expand(n)
-            W, b = torch.diag(1.0 / sv), -mv / sv
-        elif isinstance(m, nn.Linear):
-            if len(shape) != 1:
-                return None
-            W, b = m.weight.detach().double(), (m.bias.detach().double() if m.bias is not None
-                                                else torch.zeros(m.out_features, dtype=torch.float64))
-            shape = (m.out_features,)
-        elif isinstance(m, nn.Conv2d):
-            if len(shape) != 3 or n > 4096:
-                return None
-            W, b, shape = _conv_as_matrix(m, shape)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and not m.training and m.running_mean is not None:
-            scale = (m.weight.detach().double() if m.affine else 1.0) / torch.sqrt(m.running_var.double() + m.eps)
-            shift = (m.bias.detach().double() if m.affine else 0.0) - m.running_mean.double() * scale
-            per = n // scale.numel()
-            W, b = torch.diag(scale.repeat_interleave(per)), shift.repeat_interleave(per)
-        else:
+        dense = _op_as_matrix(op, shape)
+        if dense is None:
             return None
+        W, b, shape = dense
         W, b = W.detach(), b.detach()
         cur = [W, b] if cur is None else [W @ cur[0], W @ cur[1] + b]
     if cur is None:

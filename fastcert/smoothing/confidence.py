@@ -47,18 +47,17 @@ the O(n log n) sort is far cheaper than the n forward passes that produced the v
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from fastcert.io.logs import floor_str, parse_time
-from fastcert.smoothing.noise import Gaussian, _check_positive
+from fastcert.io.logs import floor_str, radius_tag
+from fastcert.io.readers import ConfidenceLog, read_kumar_log
+from fastcert.smoothing.noise import Gaussian
 from fastcert.rng import resolve_seed
 from fastcert.smoothing.certificate import STREAM_CONFIDENCE, STREAM_SELECT
-from fastcert.validate import check_alpha, check_int
+from fastcert.validate import check_alpha, check_choice, check_int, check_positive, check_radii
 
 MEASURES = {"score": (0.0, 1.0), "margin": (-1.0, 1.0)}
 # the smoothed soft classifier's top class is certified when the R = 0 bound exceeds this
@@ -67,32 +66,16 @@ DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # the paper's radii
 
 
 # ---------------------------------------------------------------------------------------- validation
-def _check_measure(measure) -> tuple[float, float]:
-    if measure not in MEASURES:
-        raise ValueError(f"measure must be 'score' or 'margin', got {measure!r}")
-    return MEASURES[measure]
+def _measure_range(measure) -> tuple[float, float]:
+    return MEASURES[check_choice("measure", measure, MEASURES)]
 
 
-def _check_sigma(sigma) -> float:
-    return _check_positive("sigma", sigma)
+def _radii_array(radii) -> np.ndarray:
+    return np.asarray(check_radii(radii), dtype=np.float64)
 
 
-def _check_radii(radii) -> np.ndarray:
-    if isinstance(radii, (str, bytes)):
-        raise TypeError(f"radii must be numbers, got {radii!r}")
-    try:
-        r = np.asarray(radii, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"radii must be numbers, got {radii!r}") from None
-    if r.ndim == 0:
-        r = r.reshape(1)
-    if r.ndim != 1:
-        raise ValueError(f"radii must be a 1-D list of numbers, got shape {r.shape}")
-    if r.size == 0:
-        raise ValueError("radii must not be empty")
-    if not np.all(np.isfinite(r)) or np.any(r < 0):
-        raise ValueError(f"radii must be finite and >= 0, got {radii!r}")
-    return r
+def _num_thresholds(m) -> int | None:
+    return None if m is None else check_int("num_thresholds", m, 1)
 
 
 def _check_scores(scores, lo: float, hi: float, measure: str) -> np.ndarray:
@@ -115,16 +98,6 @@ def _check_scores(scores, lo: float, hi: float, measure: str) -> np.ndarray:
         raise ValueError(f"scores must lie in [{lo:g}, {hi:g}] for measure={measure!r}, "
                          f"got values in [{v.min():g}, {v.max():g}]")
     return v
-
-
-def _check_num_thresholds(m):
-    if m is None:
-        return None
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
-        raise TypeError(f"num_thresholds must be an integer or None, got {m!r}")
-    if int(m) < 1:
-        raise ValueError(f"num_thresholds must be >= 1, got {m}")
-    return int(m)
 
 
 # ---------------------------------------------------------------------------------------- statistics
@@ -188,11 +161,11 @@ def confidence_bounds(scores, sigma, radii, alpha, measure: str = "score", num_t
     ``expectation`` (Kumar et al. 2020; formulas and deviations in the module docstring). Both are
     non-increasing in R and never below the range minimum a.
     """
-    lo, hi = _check_measure(measure)
-    sigma = _check_sigma(sigma)
-    r = _check_radii(radii)
+    lo, hi = _measure_range(measure)
+    sigma = check_positive("sigma", sigma)
+    r = _radii_array(radii)
     alpha = check_alpha(alpha)
-    m = _check_num_thresholds(num_thresholds)
+    m = _num_thresholds(num_thresholds)
     v = _check_scores(scores, lo, hi, measure)
     n = v.size
     v = np.sort(v)
@@ -236,13 +209,13 @@ def certify_confidence(smooth, x, n0: int, n: int, alpha: float, batch_size: int
     """
     if not isinstance(getattr(smooth, "noise", None), Gaussian):
         raise ValueError(f"noise: confidence certificates need Gaussian noise, got {getattr(smooth, 'noise', None)!r}")
-    _check_measure(measure)
+    _measure_range(measure)
     n0 = check_int("n0", n0, 1)
     n = check_int("n", n, 1)
     alpha = check_alpha(alpha)
     check_int("batch_size", batch_size, 1)
-    r = _check_radii(radii)
-    m = _check_num_thresholds(num_thresholds)
+    r = _radii_array(radii)
+    m = _num_thresholds(num_thresholds)
     seed = resolve_seed(seed)
     xp = smooth._prepare_x(x)
     counts0, _ = smooth.sample_counts(xp, n0, batch_size, seed, STREAM_SELECT)
@@ -261,24 +234,10 @@ def certify_confidence(smooth, x, n0: int, n: int, alpha: float, batch_size: int
 
 
 # ---------------------------------------------------------------------------------------- logs
-def _radius_tag(r: float) -> str:
-    """Kumar et al.'s column suffix: R * 100 ('00', '25', '100'); off the 0.01 grid, '12p5'."""
-    h = round(float(r) * 100, 9)
-    if h == int(h):
-        return f"{int(h):02d}"
-    return f"{h:g}".replace(".", "p")
-
-
-def _tag_radius(tag: str) -> float:
-    if not re.fullmatch(r"\d+(p\d+)?", tag):
-        raise ValueError(f"bad radius tag {tag!r}")
-    return float(tag.replace("p", ".")) / 100.0
-
-
 def confidence_columns(radii=DEFAULT_RADII) -> list[str]:
     """['exp_cdf_XX' for each R] + ['exp_XX' for each R], XX = R * 100 as in Kumar et al.'s logs."""
-    r = _check_radii(radii)
-    tags = [_radius_tag(x) for x in r]
+    r = _radii_array(radii)
+    tags = [radius_tag(x) for x in r]
     if len(set(tags)) != len(tags):
         raise ValueError(f"radii must be distinct (after rounding to 1e-9), got {list(r)}")
     return [f"exp_cdf_{t}" for t in tags] + [f"exp_{t}" for t in tags]
@@ -294,86 +253,6 @@ def confidence_values(cert: ConfidenceCertificate) -> dict:
     cols = confidence_columns(cert.radii)
     vals = list(cert.cdf) + list(cert.expectation)
     return {c: floor_str(float(v)) for c, v in zip(cols, vals)}
-
-
-@dataclass
-class ConfidenceLog:
-    """A confidence log read by :func:`read_kumar_log`. Per point (N rows): idx, label, predict,
-    correct (int64), time (seconds, NaN where the log has no time column). radii: (R,) float64 from
-    the column names; cdf, exp: (N, R) float64 bounds (columns exp_cdf_XX and exp_XX)."""
-
-    path: str
-    idx: np.ndarray
-    label: np.ndarray
-    predict: np.ndarray
-    correct: np.ndarray
-    time: np.ndarray
-    radii: np.ndarray
-    cdf: np.ndarray
-    exp: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.correct.size)
-
-
-def read_kumar_log(path) -> ConfidenceLog:
-    """Read a confidence log: Kumar et al.'s (idx label predict exp_cdf_XX... exp_XX... correct time,
-    time as H:MM:SS.ffffff) or ours (any other columns allowed besides these), tab-separated."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"log not found: {path}")
-    lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError(f"{path}: empty log")
-    header = lines[0].rstrip("\r").split("\t")
-    for need in ("idx", "label", "predict", "correct"):
-        if need not in header:
-            raise ValueError(f"{path}: not a confidence log (no {need!r} column)")
-    cdf_cols = [(j, h[len("exp_cdf_"):]) for j, h in enumerate(header) if h.startswith("exp_cdf_")]
-    exp_cols = {h[len("exp_"):]: j for j, h in enumerate(header)
-                if h.startswith("exp_") and not h.startswith("exp_cdf_")}
-    if not cdf_cols:
-        raise ValueError(f"{path}: not a confidence log (no exp_cdf_XX columns)")
-    missing = [t for _, t in cdf_cols if t not in exp_cols]
-    if missing or len(exp_cols) != len(cdf_cols):
-        raise ValueError(f"{path}: exp_cdf_XX and exp_XX columns do not match")
-    try:
-        radii = np.array([_tag_radius(t) for _, t in cdf_cols])
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-    rows = [ln.rstrip("\r").split("\t") for ln in lines[1:]]
-    for i, row in enumerate(rows):
-        if len(row) != len(header):
-            raise ValueError(f"{path}: line {i + 2} has {len(row)} fields, header has {len(header)}")
-    col = {h: j for j, h in enumerate(header)}
-
-    def ints(name):
-        try:
-            return np.array([int(row[col[name]]) for row in rows], dtype=np.int64)
-        except ValueError as e:
-            raise ValueError(f"{path}: column {name!r}: {e}") from None
-
-    def floats(j, name):
-        try:
-            return np.array([float(row[j]) for row in rows], dtype=np.float64)
-        except ValueError as e:
-            raise ValueError(f"{path}: column {name!r}: {e}") from None
-
-    n = len(rows)
-    cdf = np.empty((n, len(radii)))
-    exp = np.empty((n, len(radii)))
-    for k, (j, tag) in enumerate(cdf_cols):
-        cdf[:, k] = floats(j, f"exp_cdf_{tag}")
-        exp[:, k] = floats(exp_cols[tag], f"exp_{tag}")
-    if "time" in col:
-        try:
-            time = np.array([parse_time(row[col["time"]]) for row in rows], dtype=np.float64)
-        except ValueError as e:
-            raise ValueError(f"{path}: column 'time': {e}") from None
-    else:
-        time = np.full(n, np.nan)
-    return ConfidenceLog(str(path), ints("idx"), ints("label"), ints("predict"), ints("correct"), time, radii,
-                         cdf, exp)
 
 
 def certified_accuracy_at_confidence(rows, radius: float, threshold: float, method: str = "cdf",

@@ -14,24 +14,15 @@ through norm inequalities, in the other norms. Conventions:
 from __future__ import annotations
 
 import math
+import warnings
 from fractions import Fraction
 
 import numpy as np
+import torch
 from scipy.stats import norm as _normal
 
-NORMS = ("l0", "l1", "l2", "linf")
-
-
-def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return v
+from fastcert import _native
+from fastcert.validate import check_int, check_positive
 
 
 def _l0_from_l2(r2: float, d: int | None = None) -> int:
@@ -58,6 +49,18 @@ def _l0_from_l1(r1: float, d: int | None = None) -> int:
     return max(math.ceil(r1) - 1, 0)
 
 
+def _radii_from_l2(r: float, d: int) -> dict:
+    """Every norm from an l2 radius: ||.||_2 <= ||.||_1 always and ||.||_2^2 <= ||.||_1 on the box,
+    ||.||_2 <= sqrt(d) ||.||_inf, k changed box coordinates move at most sqrt(k) in l2."""
+    return {"l2": r, "l1": max(r, r * r), "linf": r / math.sqrt(d), "l0": _l0_from_l2(r, d)}
+
+
+def _radii_from_l1(r: float, d: int) -> dict:
+    """Every norm from an l1 radius: ||.||_1 <= sqrt(d) ||.||_2 <= d ||.||_inf, k changed box
+    coordinates move at most k in l1."""
+    return {"l1": r, "l2": r / math.sqrt(d), "linf": r / d, "l0": _l0_from_l1(r, d)}
+
+
 class Noise:
     """Base class. Subclasses set ``norm`` (the norm of their own radius) and ``kernel_code``."""
 
@@ -66,7 +69,7 @@ class Noise:
     name: str = "noise"
 
     def kernel_params(self) -> tuple[int, float, int, int]:
-        """(noise_type, scale, keep_thresh, K) for fastcert._core.sample / _core_cuda.sample."""
+        """(noise_type, scale, keep_thresh, K) for fastcert._native.sample_cpu / sample_cuda."""
         raise NotImplementedError
 
     def radius(self, p: float, d: int):
@@ -75,6 +78,21 @@ class Noise:
 
     def radii(self, p: float, d: int) -> dict:
         """Certified radii in every norm (own norm exact, others derived); d = input dimension."""
+        raise NotImplementedError
+
+    def derived_radii(self, r, d: int) -> dict:
+        """Radii in every norm ("l0", "l1", "l2", "linf") implied by a certified radius ``r`` in
+        ``self.norm`` alone, through the norm inequalities of the class docstring (l0 capped at the
+        input dimension d). Used wherever only the own-norm radius is known (top-k certificates);
+        ``radii(p, d)`` equals ``derived_radii(radius(p, d), d)`` except where the noise certifies
+        more from p itself (Uniform's linf and l0)."""
+        raise NotImplementedError
+
+    def sample_torch(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A noisy copy of ``x`` (any shape, on any device, same dtype), drawn with torch from
+        ``generator`` (None: torch's global generator): the distribution the compiled kernels sample,
+        written once in torch for the reference path and for noise-augmentation training. Equal to the
+        kernels in distribution, not sample for sample."""
         raise NotImplementedError
 
     def check_input(self, x: np.ndarray) -> None:
@@ -99,15 +117,13 @@ class Gaussian(Noise):
     name = "gaussian"
 
     def __init__(self, sigma):
-        self.sigma = _check_positive("sigma", sigma)
+        self.sigma = check_positive("sigma", sigma)
 
     def param_str(self):
         return f"sigma={self.sigma}"
 
     def kernel_params(self):
-        from fastcert import _core
-
-        return (_core.NOISE_GAUSSIAN, self.sigma, 0, 0)
+        return (_native.NOISE_GAUSSIAN, self.sigma, 0, 0)
 
     def radius(self, p, d=1):
         p = float(p)
@@ -116,8 +132,13 @@ class Gaussian(Noise):
         return float(self.sigma * _normal.ppf(p))  # inf at p = 1
 
     def radii(self, p, d):
-        r = self.radius(p, d)
-        return {"l2": r, "l1": max(r, r * r), "linf": r / math.sqrt(d), "l0": _l0_from_l2(r, d)}
+        return self.derived_radii(self.radius(p, d), d)
+
+    def derived_radii(self, r, d):
+        return _radii_from_l2(float(r), d)
+
+    def sample_torch(self, x, generator=None):
+        return x + self.sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 class Laplace(Noise):
@@ -132,15 +153,13 @@ class Laplace(Noise):
     name = "laplace"
 
     def __init__(self, scale):
-        self.scale = _check_positive("scale", scale)
+        self.scale = check_positive("scale", scale)
 
     def param_str(self):
         return f"scale={self.scale}"
 
     def kernel_params(self):
-        from fastcert import _core
-
-        return (_core.NOISE_LAPLACE, self.scale, 0, 0)
+        return (_native.NOISE_LAPLACE, self.scale, 0, 0)
 
     def radius(self, p, d=1):
         p = float(p)
@@ -151,8 +170,16 @@ class Laplace(Noise):
         return float(-self.scale * math.log(2.0 * (1.0 - p)))
 
     def radii(self, p, d):
-        r = self.radius(p, d)
-        return {"l1": r, "l2": r / math.sqrt(d), "linf": r / d, "l0": _l0_from_l1(r, d)}
+        return self.derived_radii(self.radius(p, d), d)
+
+    def derived_radii(self, r, d):
+        return _radii_from_l1(float(r), d)
+
+    def sample_torch(self, x, generator=None):
+        # inverse CDF: u uniform on (-1/2, 1/2) (clamped away from the ends, where log1p(-2|u|) = -inf),
+        # -log(1 - 2|u|) ~ Exp(1), the sign of u makes it two-sided
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype).clamp_(1e-7, 1 - 1e-7) - 0.5
+        return x - self.scale * torch.sign(u) * torch.log1p(-2 * u.abs())
 
 
 class Uniform(Noise):
@@ -171,15 +198,13 @@ class Uniform(Noise):
     name = "uniform"
 
     def __init__(self, width):
-        self.width = _check_positive("width", width)
+        self.width = check_positive("width", width)
 
     def param_str(self):
         return f"width={self.width}"
 
     def kernel_params(self):
-        from fastcert import _core
-
-        return (_core.NOISE_UNIFORM, self.width, 0, 0)
+        return (_native.NOISE_UNIFORM, self.width, 0, 0)
 
     def radius(self, p, d=1):
         p = float(p)
@@ -215,10 +240,16 @@ class Uniform(Noise):
         rinf = self.linf_radius(p, d)
         return {"l1": r1, "linf": rinf, "l2": max(r1 / math.sqrt(d), rinf), "l0": self.l0_radius(p)}
 
+    def derived_radii(self, r, d):
+        return _radii_from_l1(float(r), d)
+
+    def sample_torch(self, x, generator=None):
+        return x + self.width * (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1)
+
 
 class Discrete(Noise):
     """Discrete noise on the grid {0, 1/K, ..., 1}: each coordinate is kept with probability
-    ``alpha``, else replaced by one of the K other levels uniformly (Lee, Yuan, Chang & Jaakkola
+    ``keep``, else replaced by one of the K other levels uniformly (Lee, Yuan, Chang & Jaakkola
     2019, "A Stratified Approach to Robustness for Randomly Smoothed Classifiers").
 
     l0 radius: the largest r whose exact threshold rho_r^{-1}(1/2) lies below p
@@ -229,26 +260,37 @@ class Discrete(Noise):
     norm = "l0"
     name = "discrete"
 
-    def __init__(self, alpha, K):
+    def __init__(self, keep=None, K=None, *, alpha=None):
+        name = "keep"
+        if alpha is not None:  # the keep probability's old name, deprecated (alpha is the failure probability)
+            if keep is not None:
+                raise TypeError("Discrete: give keep only (alpha is its deprecated name)")
+            warnings.warn("Discrete(alpha=...) is deprecated: the keep probability is named keep, "
+                          "Discrete(keep, K)", DeprecationWarning, stacklevel=2)
+            keep, name = alpha, "alpha"
+        if keep is None or K is None:
+            raise TypeError("Discrete needs the keep probability and K: Discrete(keep, K)")
         try:
-            a = Fraction(str(alpha)) if isinstance(alpha, float) else Fraction(alpha)
+            a = Fraction(str(keep)) if isinstance(keep, float) else Fraction(keep)
         except (TypeError, ValueError):
-            raise TypeError(f"alpha must be a number in (0, 1), got {alpha!r}") from None
+            raise TypeError(f"{name} must be a number in (0, 1), got {keep!r}") from None
         if not (0 < a < 1):
-            raise ValueError(f"alpha (keep probability) must be in (0, 1), got {alpha!r}")
-        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 1 <= int(K) < 2**31:
-            raise ValueError(f"K must be an integer in [1, 2^31), got {K!r}")
-        self.alpha = a
-        self.K = int(K)
+            raise ValueError(f"{name} (keep probability) must be in (0, 1), got {keep!r}")
+        self.keep = a
+        self.K = check_int("K", K, 1, 2**31 - 1)
+
+    @property
+    def alpha(self) -> Fraction:
+        """Deprecated name of :attr:`keep`."""
+        warnings.warn("Discrete.alpha is deprecated: use Discrete.keep", DeprecationWarning, stacklevel=2)
+        return self.keep
 
     def param_str(self):
-        return f"alpha={self.alpha}, K={self.K}"
+        return f"keep={self.keep}, K={self.K}"
 
     def kernel_params(self):
-        from fastcert import _core
-
-        keep = (self.alpha.numerator << 64) // self.alpha.denominator  # floor(alpha * 2^64) < 2^64
-        return (_core.NOISE_DISCRETE, 1.0, int(keep), self.K)
+        keep = (self.keep.numerator << 64) // self.keep.denominator  # floor(keep * 2^64) < 2^64
+        return (_native.NOISE_DISCRETE, 1.0, int(keep), self.K)
 
     def check_input(self, x):
         x = np.asarray(x, dtype=np.float64)
@@ -263,28 +305,47 @@ class Discrete(Noise):
         from fastcert.smoothing.stratified import certified_l0_radius
 
         max_r = d if d is not None else 1000
-        return int(certified_l0_radius(p, self.alpha, self.K, max_radius=max_r))
+        return int(certified_l0_radius(p, self.keep, self.K, max_radius=max_r))
 
     def radii(self, p, d):
-        r = self.radius(p, d)
-        if not float(p) > 0.5:
+        return self.derived_radii(self.radius(p, d) if float(p) > 0.5 else -1, d)
+
+    def derived_radii(self, r, d):
+        """r = -1: nothing certified (p <= 1/2), every radius 0; r >= 0 certifies x itself at least."""
+        if r < 0:
             return {"l0": 0, "l1": 0.0, "l2": 0.0, "linf": 0.0}
+        r = int(r)
         return {"l0": r, "l1": (r + 1) / self.K, "l2": math.sqrt(r + 1) / self.K,
                 "linf": math.inf if r >= d else 1.0 / self.K}
+
+    def sample_torch(self, x, generator=None):
+        """x must lie on the grid {0, 1/K, ..., 1} (see check_input)."""
+        lvl = torch.round(x * self.K).long()
+        keep = torch.rand(x.shape, generator=generator, device=x.device) < float(self.keep)
+        off = torch.randint(0, self.K, x.shape, generator=generator, device=x.device)  # one of the K others
+        new = (lvl + 1 + off) % (self.K + 1)
+        return torch.where(keep, lvl, new).to(x.dtype) / self.K
 
 
 NOISES = {"gaussian": Gaussian, "laplace": Laplace, "uniform": Uniform, "discrete": Discrete}
 
 
-def make_noise(name: str, sigma: float | None = None, alpha_keep=None, K: int | None = None) -> Noise:
+def make_noise(name: str, sigma: float | None = None, keep=None, K: int | None = None, *,
+               alpha_keep=None) -> Noise:
     """Build a noise from CLI-style arguments; ``sigma`` is the scale parameter of the continuous
-    noises (sigma, Laplace scale, uniform half-width)."""
+    noises (sigma, Laplace scale, uniform half-width), ``keep`` and ``K`` those of discrete noise
+    (``alpha_keep`` is the deprecated name of ``keep``)."""
+    if alpha_keep is not None:
+        if keep is not None:
+            raise TypeError("make_noise: give keep only (alpha_keep is its deprecated name)")
+        warnings.warn("make_noise(alpha_keep=...) is deprecated: use keep=", DeprecationWarning, stacklevel=2)
+        keep = alpha_keep
     if name not in NOISES:
         raise ValueError(f"noise must be one of {sorted(NOISES)}, got {name!r}")
     if name == "discrete":
-        if alpha_keep is None or K is None:
-            raise ValueError("discrete noise needs --alpha-keep and --K")
-        return Discrete(alpha_keep, K)
+        if keep is None or K is None:
+            raise ValueError("discrete noise needs --keep and --K")
+        return Discrete(keep, K)
     if sigma is None:
         raise ValueError(f"{name} noise needs --sigma")
     return NOISES[name](sigma)

@@ -2,7 +2,8 @@
 ``core.py``): repeat the input, ``randn_like`` a noise tensor, add, forward, argmax, and bincount on
 the host every batch. It is the baseline of the benchmarks and an independent oracle for the tests;
 it uses torch's global generator (seeded per call), so it is not sample-for-sample equal to the
-Philox streams of fastcert, only equal in distribution.
+Philox streams of fastcert, only equal in distribution. The noise itself comes from each noise's one
+torch sampler, :meth:`fastcert.smoothing.noise.Noise.sample_torch` (also used by training).
 """
 from __future__ import annotations
 
@@ -12,24 +13,16 @@ import numpy as np
 import torch
 from scipy.stats import beta, binomtest, norm
 
-
-def reference_noisy_batch(x: torch.Tensor, batch: int, sigma: float) -> torch.Tensor:
-    """x: (*shape) -> (batch, *shape): x repeated plus N(0, sigma^2) noise, in four passes."""
-    rep = x.unsqueeze(0).repeat((batch,) + (1,) * x.dim())
-    noise = torch.randn_like(rep) * sigma
-    return rep + noise
+from fastcert.smoothing.noise import NOISES, Gaussian
 
 
 def reference_noise(x: torch.Tensor, batch: int, kind: str, scale: float) -> torch.Tensor:
-    """Reference noisy batches for the other continuous noises (torch.distributions)."""
+    """x: (*shape) -> (batch, *shape): x repeated, then a noisy copy drawn by the noise's torch sampler
+    (``kind`` "gaussian" | "laplace" | "uniform", ``scale`` its parameter) from the global generator."""
+    if kind not in ("gaussian", "laplace", "uniform"):
+        raise ValueError(f"kind must be 'gaussian', 'laplace' or 'uniform', got {kind!r}")
     rep = x.unsqueeze(0).repeat((batch,) + (1,) * x.dim())
-    if kind == "gaussian":
-        return rep + torch.randn_like(rep) * scale
-    if kind == "laplace":
-        return rep + torch.distributions.Laplace(0.0, scale).sample(rep.shape)
-    if kind == "uniform":
-        return rep + (torch.rand_like(rep) * 2 - 1) * scale
-    raise ValueError(f"unknown noise {kind!r}")
+    return NOISES[kind](scale).sample_torch(rep)
 
 
 class ReferenceSmooth:
@@ -41,6 +34,7 @@ class ReferenceSmooth:
         self.model = model
         self.num_classes = num_classes
         self.sigma = sigma
+        self.noise = Gaussian(sigma)
 
     @torch.no_grad()
     def _sample_noise(self, x: torch.Tensor, num: int, batch_size: int) -> np.ndarray:
@@ -49,8 +43,7 @@ class ReferenceSmooth:
             this_batch = min(batch_size, num)
             num -= this_batch
             batch = x.unsqueeze(0).repeat((this_batch,) + (1,) * x.dim())
-            noise = torch.randn_like(batch) * self.sigma
-            predictions = self.model(batch + noise).argmax(1)
+            predictions = self.model(self.noise.sample_torch(batch)).argmax(1)
             counts += np.bincount(predictions.cpu().numpy(), minlength=self.num_classes)
         return counts
 

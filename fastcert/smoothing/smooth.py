@@ -16,22 +16,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastcert import _core
+from fastcert import _native
 from fastcert.smoothing.noise import Discrete, Noise
 from fastcert.rng import resolve_seed
 from fastcert.smoothing.certificate import (ABSTAIN, STREAM_ESTIMATE, STREAM_PREDICT, STREAM_SELECT,
                                              Certificate)
 from fastcert.smoothing.sequential import certify_sequential
+from fastcert.smoothing.sound import LatticeSmoothing
 from fastcert.smoothing.topk import certify_topk
 from fastcert.stats import binom_pvalue, clopper_pearson_lower
 from fastcert.validate import check_alpha, check_int, check_radii
 
-try:
-    from fastcert import _core_cuda
-except ImportError:  # pragma: no cover - depends on the build
-    _core_cuda = None
-
-_CUDA_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+# Captured CUDA graphs kept per Smooth (each holds its own static buffers and memory pool)
+_GRAPH_CACHE_SIZE = 8
 
 
 class Smooth:
@@ -50,7 +47,7 @@ class Smooth:
     """
 
     def __init__(self, model: torch.nn.Module, num_classes: int, noise: Noise, device=None, autocast=None,
-                 cuda_graph: bool = False):
+                 cuda_graph: bool = False, sound: bool = False, levels: int = 256):
         if not callable(model):
             raise TypeError("model must be a callable torch module")
         self.num_classes = check_int("num_classes", num_classes, 1)
@@ -71,7 +68,7 @@ class Smooth:
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={device!r} but torch sees no CUDA device")
-        if self.device.type == "cuda" and _core_cuda is None:
+        if self.device.type == "cuda" and not _native.HAVE_CUDA:
             raise RuntimeError("device is CUDA but fastcert._core_cuda was not built (see fastcert.build_info())")
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {self.device}")
@@ -83,7 +80,14 @@ class Smooth:
         if cuda_graph and self.device.type != "cuda":
             raise ValueError("cuda_graph=True needs a CUDA device")
         self.cuda_graph = cuda_graph
+        if not isinstance(sound, bool):
+            raise TypeError(f"sound must be a bool, got {sound!r}")
+        # sound=True: lattice sampling for inputs on the grid of ``levels`` values (fastcert.smoothing.sound)
+        self.sound = sound
+        self.levels = levels
+        self._lattice = LatticeSmoothing(noise, levels) if sound else None
         self._checked_shapes: set = set()
+        self._graphs: dict = {}  # _graph_key(...) -> _Graph, see _graph_for
 
     # ------------------------------------------------------------------ validation
     def _prepare_x(self, x) -> torch.Tensor:
@@ -147,6 +151,8 @@ class Smooth:
             raise ValueError(f"measure must be 'score' or 'margin', got {measure!r}")
         if measure is not None and not (0 <= cls < self.num_classes):
             raise ValueError(f"cls must be a class index when measure is given, got {cls}")
+        if self._lattice is not None:
+            return self._lattice.sample_counts(self, x, num, batch_size, seed, stream, start, cls, measure)
         ntype, scale, keep, K = self.noise.kernel_params()
         D = x.numel()
         C = self.num_classes
@@ -160,39 +166,33 @@ class Smooth:
             counts_t = torch.zeros(C, dtype=torch.int64, device=self.device)
             nan_t = torch.zeros(1, dtype=torch.int64, device=self.device)
             vals_t = torch.empty(num, dtype=torch.float32, device=self.device) if measure is not None else None
-            cuda_stream = torch.cuda.current_stream(self.device).cuda_stream
         nan_rows = 0
         done = 0
         if self.device.type == "cuda" and self.cuda_graph and measure is None and num // bs >= 2:
-            done = self._graph_sample_count(x, buf, num // bs, seed, stream, start, (ntype, scale, keep, K),
+            done = self._graph_sample_count(x, bs, num // bs, seed, stream, start, (ntype, scale, keep, K),
                                             counts_t, nan_t)
         while done < num:
             b = min(bs, num - done)
             if self.device.type == "cpu":
-                _core.sample(xv, bv[:b], seed, stream, start + done, ntype, scale, keep, K)
+                _native.sample_cpu(xv, bv[:b], seed, stream, start + done, ntype, scale, keep, K)
                 logits = self._forward(buf[:b].view(b, *x.shape))
                 lg = logits.detach()
                 if lg.dtype not in (torch.float32, torch.float64):
                     lg = lg.float()
                 lg = lg.contiguous().numpy()
                 if measure is None:
-                    nan_rows += _core.count(lg, counts)
+                    nan_rows += _native.count_cpu(lg, counts)
                 else:
                     sc = np.empty(b, dtype=np.float32)
                     mg = np.empty(b, dtype=np.float32)
-                    nan_rows += _core.count(lg, counts, cls, sc, mg)
+                    nan_rows += _native.count_cpu(lg, counts, cls, sc, mg)
                     values[done:done + b] = sc if measure == "score" else mg
             else:
-                _core_cuda.sample(x.data_ptr(), D, buf.data_ptr(), b, seed, stream, start + done, ntype, scale,
-                                  keep, K, cuda_stream)
-                logits = self._forward(buf[:b].view(b, *x.shape)).detach()
-                if logits.dtype not in _CUDA_DTYPES:
-                    logits = logits.float()
-                logits = logits.contiguous()
-                vp = vals_t[done:done + b].data_ptr() if vals_t is not None and b > 0 else 0
-                _core_cuda.count(logits.data_ptr(), _CUDA_DTYPES[logits.dtype], b, C, counts_t.data_ptr(),
-                                 nan_t.data_ptr(), cls if measure else -1,
-                                 vp if measure == "score" else 0, vp if measure == "margin" else 0, cuda_stream)
+                _native.sample_cuda(x, buf[:b], seed, stream, start + done, ntype, scale, keep, K)
+                logits = _cuda_logits(self._forward(buf[:b].view(b, *x.shape)))
+                vt = vals_t[done:done + b] if vals_t is not None else None
+                _native.count_cuda(logits, counts_t, nan_t, cls if measure else -1,
+                                   vt if measure == "score" else None, vt if measure == "margin" else None)
             done += b
         if self.device.type != "cpu":
             counts = counts_t.cpu().numpy()
@@ -203,60 +203,87 @@ class Smooth:
             raise ValueError(f"model: produced NaN logits on {nan_rows} of {num} noisy samples")
         return counts, values
 
-    def _graph_sample_count(self, x, buf, k, seed, stream, start, params, counts_t, nan_t) -> int:
-        """Samples start .. start + k*bs - 1 through a captured CUDA graph (bs = len(buf)); their counts are
-        added to counts_t / nan_t on the device. Returns k * bs."""
-        bs, D = buf.shape
-        ntype, scale, keep, K = params
-        C = self.num_classes
-        shape = tuple(x.shape)
+    def _graph_key(self, x: torch.Tensor, bs: int, params: tuple) -> tuple:
+        """What a captured graph depends on: input shape and dtype, batch size, the model (identity), autocast,
+        device and the noise's kernel parameters. Seed, stream, start and the input values are not part of it:
+        they are written into the graph's device-side inputs before its replays."""
+        return (tuple(x.shape), x.dtype, int(bs), id(self.model), self.autocast, self.device, tuple(params))
+
+    def _graph_for(self, x: torch.Tensor, bs: int, params: tuple) -> "_Graph":
+        """The cached graph for this key, captured on first use (at most _GRAPH_CACHE_SIZE kept, oldest dropped)."""
+        key = self._graph_key(x, bs, params)
+        g = self._graphs.get(key)
+        if g is None:
+            while len(self._graphs) >= _GRAPH_CACHE_SIZE:
+                self._graphs.pop(next(iter(self._graphs)))
+            g = self._capture_graph(x, bs, params)
+            self._graphs[key] = g
+        return g
+
+    def _capture_graph(self, x: torch.Tensor, bs: int, params: tuple) -> "_Graph":
+        """Capture one sample-forward-count step of bs samples as a CUDA graph on static buffers. The noise
+        counter reads the seed and stream from ``g.key`` and the sample offset from ``g.ctr`` (advanced by bs
+        on the device at every replay), so the graph serves every point and every start."""
         dev = self.device
+        shape = tuple(x.shape)
+        D = x.numel()
+        g = _Graph()
+        g.x = x.detach().reshape(-1).clone()
+        g.buf = torch.empty((bs, D), dtype=torch.float32, device=dev)
+        g.ctr = torch.zeros(1, dtype=torch.int64, device=dev)
+        g.key = torch.zeros(2, dtype=torch.int64, device=dev)
+        g.counts = torch.zeros(self.num_classes, dtype=torch.int64, device=dev)
+        g.nan = torch.zeros(1, dtype=torch.int64, device=dev)
+        g.bs, g.shape, g.params = bs, shape, params
         cur = torch.cuda.current_stream(dev)
-        ctr = torch.zeros(1, dtype=torch.int64, device=dev)
-        g_counts = torch.zeros(C, dtype=torch.int64, device=dev)
-        g_nan = torch.zeros(1, dtype=torch.int64, device=dev)
         # warm-up outside the capture (cuBLAS/cuDNN handles, autotuning), on a side stream as torch asks
-        _core_cuda.sample(x.data_ptr(), D, buf.data_ptr(), bs, seed, stream, start, ntype, scale, keep, K,
-                          cur.cuda_stream)
+        _native.sample_cuda(g.x, g.buf, 0, 0, 0, *params)
         side = torch.cuda.Stream(dev)
         side.wait_stream(cur)
         with torch.cuda.stream(side):
-            self._forward(buf.view(bs, *shape))
+            self._forward(g.buf.view(bs, *shape))
         cur.wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
+        g.graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
-                cs = torch.cuda.current_stream(dev).cuda_stream
-                _core_cuda.sample(x.data_ptr(), D, buf.data_ptr(), bs, seed, stream, start, ntype, scale, keep, K,
-                                  cs, ctr.data_ptr())
-                logits = self._forward(buf.view(bs, *shape)).detach()
-                if logits.dtype not in _CUDA_DTYPES:
-                    logits = logits.float()
-                logits = logits.contiguous()
-                _core_cuda.count(logits.data_ptr(), _CUDA_DTYPES[logits.dtype], bs, C, g_counts.data_ptr(),
-                                 g_nan.data_ptr(), -1, 0, 0, cs)
-                _core_cuda.advance(ctr.data_ptr(), bs, cs)
+            with torch.cuda.device(dev), torch.cuda.graph(g.graph):
+                _native.sample_cuda(g.x, g.buf, 0, 0, 0, *params, start_dev=g.ctr, key_dev=g.key)
+                g.logits = _cuda_logits(self._forward(g.buf.view(bs, *shape)))
+                _native.count_cuda(g.logits, g.counts, g.nan)
+                _native.advance_cuda(g.ctr, bs)
         except RuntimeError as e:
             raise RuntimeError(f"cuda_graph=True: the model could not be captured as a CUDA graph "
                                f"({str(e).splitlines()[0]}); use cuda_graph=False") from None
-        # check the capture once against the eager path: the first replay must draw exactly samples
-        # start .. start+bs-1 and count exactly the argmaxes of the logits it produced
-        graph.replay()
-        ref = torch.empty_like(buf)
-        _core_cuda.sample(x.data_ptr(), D, ref.data_ptr(), bs, seed, stream, start, ntype, scale, keep, K,
-                          cur.cuda_stream)
-        ref_counts = torch.zeros(C, dtype=torch.int64, device=dev)
-        ref_nan = torch.zeros(1, dtype=torch.int64, device=dev)
-        _core_cuda.count(logits.data_ptr(), _CUDA_DTYPES[logits.dtype], bs, C, ref_counts.data_ptr(),
-                         ref_nan.data_ptr(), -1, 0, 0, cur.cuda_stream)
-        if not (torch.equal(ref, buf) and torch.equal(ref_counts, g_counts) and torch.equal(ref_nan, g_nan)
-                and int(ctr.item()) == bs):
-            raise RuntimeError("cuda_graph=True: the captured graph disagrees with the eager path; "
-                               "use cuda_graph=False (and please report this)")
-        for _ in range(k - 1):
-            graph.replay()
-        counts_t += g_counts
-        nan_t += g_nan
+        return g
+
+    def _graph_sample_count(self, x, bs, k, seed, stream, start, params, counts_t, nan_t) -> int:
+        """Samples start .. start + k*bs - 1 through the cached CUDA graph for (shape, bs, model, ...); their
+        counts are added to counts_t / nan_t on the device. Returns k * bs."""
+        g = self._graph_for(x, bs, params)
+        g.x.copy_(x.reshape(-1))
+        g.ctr.fill_(_as_int64(start))
+        g.key.copy_(torch.tensor([_as_int64(seed), int(stream)], dtype=torch.int64))
+        g.counts.zero_()
+        g.nan.zero_()
+        replays = k
+        if not g.checked:
+            # check each capture once against the eager path: its first replay must draw exactly samples
+            # start .. start+bs-1 and count exactly the argmaxes of the logits it produced
+            g.graph.replay()
+            replays -= 1
+            ref = torch.empty_like(g.buf)
+            _native.sample_cuda(x, ref, seed, stream, start, *params)
+            ref_counts = torch.zeros_like(g.counts)
+            ref_nan = torch.zeros_like(g.nan)
+            _native.count_cuda(g.logits, ref_counts, ref_nan)
+            if not (torch.equal(ref, g.buf) and torch.equal(ref_counts, g.counts) and torch.equal(ref_nan, g.nan)
+                    and int(g.ctr.item()) == _as_int64(start + bs)):
+                raise RuntimeError("cuda_graph=True: the captured graph disagrees with the eager path; "
+                                   "use cuda_graph=False (and please report this)")
+            g.checked = True
+        for _ in range(replays):
+            g.graph.replay()
+        counts_t += g.counts
+        nan_t += g.nan
         return k * bs
 
     # ------------------------------------------------------------------ Cohen et al.
@@ -293,6 +320,8 @@ class Smooth:
         alpha = check_alpha(alpha)
         check_int("batch_size", batch_size, 1)
         seed = resolve_seed(seed)
+        if self.sound and sequential:
+            raise ValueError("sequential: sound=True supports the plain certify (and predict) only")
         if sequential:
             return certify_sequential(self, x, n0=n0, alpha=alpha, batch_size=batch_size, seed=seed, radii=radii,
                                       max_n=max_n if max_n is not None else n, **kwargs)
@@ -307,6 +336,8 @@ class Smooth:
     def certificate_from_counts(self, c_a: int, counts: np.ndarray, alpha: float, d: int, n_used: int,
                                 seed=None, radii=None) -> Certificate:
         """Build the certificate for selected class ``c_a`` from the estimation counts."""
+        if self._lattice is not None:
+            return self._lattice.certificate(c_a, counts, alpha, d, n_used, seed=seed, radii=radii)
         n = int(np.sum(counts))
         p_lower = clopper_pearson_lower(int(counts[c_a]), n, alpha)
         if p_lower < 0.5 or (isinstance(self.noise, Discrete) and not p_lower > 0.5):
@@ -324,4 +355,26 @@ class Smooth:
 
     def certify_topk(self, x, k: int, n0: int, n: int, alpha: float, batch_size: int, seed=None) -> Certificate:
         """Top-k certificate (Jia, Cao, Wang & Gong 2020): see fastcert.smoothing.topk.certify_topk."""
+        if self.sound:
+            raise ValueError("k: certify_topk is not supported with sound=True")
         return certify_topk(self, x, k=k, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed)
+
+
+class _Graph:
+    """A captured sample-forward-count step and its static buffers (see Smooth._capture_graph)."""
+
+    checked = False  # compared once against the eager path (Smooth._graph_sample_count)
+
+
+def _as_int64(v: int) -> int:
+    """An unsigned 64-bit counter value as the int64 with the same bits (what the kernels read back)."""
+    v = int(v)
+    return v - 2**64 if v >= 2**63 else v
+
+
+def _cuda_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Logits as the counting kernel takes them: detached, a dtype it reads (else float32), contiguous."""
+    logits = logits.detach()
+    if logits.dtype not in _native.cuda_logit_dtypes():
+        logits = logits.float()
+    return logits.contiguous()

@@ -3,9 +3,9 @@
 Lee, Yuan, Chang & Jaakkola 2019, "A Stratified Approach to Robustness for Randomly Smoothed
 Classifiers" (NeurIPS 2019).
 
-Noise ``fastcert.Discrete(alpha, K)``: inputs lie on the grid {0, 1/K, ..., 1}^d; each coordinate is
-kept with probability ``alpha``, else replaced by one of the K other levels, each with probability
-beta = (1 - alpha) / K. For x, x' at l0 distance r, a noisy z lies in region L(u, v; r) when u of the
+Noise ``fastcert.Discrete(keep, K)``: inputs lie on the grid {0, 1/K, ..., 1}^d; each coordinate is
+kept with probability ``keep`` (alpha below), else replaced by one of the K other levels, each with
+probability beta = (1 - alpha) / K. For x, x' at l0 distance r, a noisy z lies in region L(u, v; r) when u of the
 r differing coordinates equal x's value, v equal x''s value and w = r - u - v equal neither:
 
     |L(u, v; r)| = r! / (u! v! w!) (K - 1)^w
@@ -20,7 +20,7 @@ rho_r(q) = p. Hence
 
 (then every x' within l0 distance r has P(f(z) = c | x') > 1/2). rho_0^{-1}(p) = p.
 
-Numbers are exact: ``alpha`` and ``p`` may be a ``Fraction``, an int, a decimal string ("0.8", "4/5")
+Numbers are exact: ``keep`` and ``p`` may be a ``Fraction``, an int, a decimal string ("0.8", "4/5")
 or a float, which is read through its shortest decimal repr (``0.1`` means exactly 1/10, not the
 binary double nearest to it). Results are ``fractions.Fraction``. The compiled path
 (``fastcert._core``, csrc/stratified) steps the polynomial (c + m y + h y^2)^r from one radius to the
@@ -29,14 +29,16 @@ gmpy2 enumeration of regions in :mod:`fastcert.smoothing.reference_stratified`.
 
 Threshold files (``python -m fastcert.cli threshold``): a TSV with header ``radius<TAB>threshold``
 (``<TAB>fraction`` with ``--exact``), the threshold rounded UP to 20 decimals, so that
-``p_A > file value`` still implies ``p_A > rho_r^{-1}(1/2)``. :func:`read_threshold_file` also reads
-the original paper's files (``r<TAB>rho_r^{-1}(0.5)<TAB>err`` with header, or ``r value`` lines).
+``p_A > file value`` still implies ``p_A > rho_r^{-1}(1/2)``. They are read back by
+:func:`fastcert.io.readers.read_threshold_file`, which also reads the original paper's files
+(``r<TAB>rho_r^{-1}(0.5)<TAB>err`` with header, or ``r value`` lines).
 """
 from __future__ import annotations
 
 import decimal
 import math
 import numbers
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
@@ -44,15 +46,19 @@ from pathlib import Path
 
 import numpy as np
 
-# Largest radius the exact computation accepts (matches fastcert._core.STRATIFIED_MAX_RADIUS). The
+from fastcert import _native
+from fastcert.io.readers import THRESHOLD_DECIMALS, read_log, read_threshold_file
+from fastcert.validate import check_int, check_int_list
+
+# Largest radius the exact computation accepts (matches fastcert._native.STRATIFIED_MAX_RADIUS). The
 # polynomial for radius r holds 2r + 1 integers of about r * log2(bK) bits each.
 MAX_RADIUS = 20000
-DECIMALS = 20  # digits of the rounded-up thresholds in threshold files
+DECIMALS = THRESHOLD_DECIMALS  # digits of the rounded-up thresholds in threshold files
 
 __all__ = [
     "threshold", "region_cardinalities", "region_probabilities", "group_probabilities",
     "certified_l0_radius", "radius_from_thresholds", "ceil_decimal", "format_threshold_table",
-    "write_threshold_file", "read_threshold_file", "read_l0_log", "certified_radii", "acc_at_r",
+    "write_threshold_file", "certified_radii", "acc_at_r",
     "parse_fraction", "MAX_RADIUS",
 ]
 
@@ -95,28 +101,18 @@ def _check_open_unit(value, name: str) -> Fraction:
     return f
 
 
-def _check_K(K, name: str = "K") -> int:
-    if isinstance(K, (bool, np.bool_)) or not isinstance(K, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= 1, got {K!r}")
-    if int(K) < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {K!r}")
-    return int(K)
-
-
-def _check_radius(r, name: str = "radius") -> int:
-    if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, np.integer)):
-        raise TypeError(f"{name} must be a non-negative integer, got {r!r}")
-    if int(r) < 0:
-        raise ValueError(f"{name} must be >= 0, got {r!r}")
-    if int(r) > MAX_RADIUS:
-        raise ValueError(f"{name} must be <= {MAX_RADIUS}, got {r!r}")
-    return int(r)
-
-
-def _check_radii(radii) -> list:
-    if isinstance(radii, (int, np.integer, str, bytes)) or not isinstance(radii, Iterable):
-        raise TypeError(f"radii must be a sequence of non-negative integers (e.g. range(11)), got {radii!r}")
-    return [_check_radius(r, "radii") for r in radii]
+def _keep(keep, alpha, where: str) -> Fraction:
+    """The keep probability, checked, given as ``keep`` or under its deprecated name ``alpha`` (errors
+    name the spelling the caller used)."""
+    if alpha is not None:
+        if keep is not None:
+            raise TypeError(f"{where}: give keep only (alpha is its deprecated name)")
+        warnings.warn(f"{where}(alpha=...) is deprecated: the keep probability is named keep",
+                      DeprecationWarning, stacklevel=3)
+        return _check_open_unit(alpha, "alpha")
+    if keep is None:
+        raise TypeError(f"{where}: missing the keep probability keep")
+    return _check_open_unit(keep, "keep")
 
 
 def _b(n: int) -> bytes:
@@ -125,14 +121,6 @@ def _b(n: int) -> bytes:
 
 def _i(b: bytes) -> int:
     return int.from_bytes(b, "little")
-
-
-def _core():
-    from fastcert import _core as core
-
-    if not hasattr(core, "stratified_thresholds"):
-        raise ImportError("fastcert._core was built without the stratified module; rebuild the package")
-    return core
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,9 +134,9 @@ def region_cardinalities(r: int, K: int) -> dict:
     (K+1)^r. Note the output grows like r^2 integers of up to r log2(3K) bits (r = 1000, K = 255:
     about 250 MB of Python ints).
     """
-    r = _check_radius(r, "r")
-    K = _check_K(K)
-    raw = _core().stratified_region_cardinalities(r, _b(K))
+    r = check_int("r", r, 0, MAX_RADIUS)
+    K = check_int("K", K, 1)
+    raw = _native.stratified_region_cardinalities(r, _b(K))
     out = {}
     it = iter(raw)
     for u in range(r + 1):
@@ -157,11 +145,12 @@ def region_cardinalities(r: int, K: int) -> dict:
     return out
 
 
-def region_probabilities(r: int, alpha, K: int) -> dict:
+def region_probabilities(r: int, keep=None, K: int = None, *, alpha=None) -> dict:
     """``{(u, v): (P(z in L(u,v;r) | x), P(z in L(u,v;r) | x'))}`` as exact Fractions (only the r
-    coordinates where x and x' differ; the others cancel in every likelihood ratio)."""
-    a = _check_open_unit(alpha, "alpha")
-    K = _check_K(K)
+    coordinates where x and x' differ; the others cancel in every likelihood ratio). ``keep``: the
+    keep probability (``alpha`` is its deprecated name)."""
+    a = _keep(keep, alpha, "region_probabilities")
+    K = check_int("K", K, 1)
     beta = (1 - a) / K
     out = {}
     for (u, v), n in region_cardinalities(r, K).items():
@@ -169,30 +158,33 @@ def region_probabilities(r: int, alpha, K: int) -> dict:
     return out
 
 
-def group_probabilities(r: int, alpha, K: int) -> dict:
+def group_probabilities(r: int, keep=None, K: int = None, *, alpha=None) -> dict:
     """``{s: (P(u - v = s | x), P(u - v = s | x'))}`` for s = -r..r, from the compiled path: the regions
-    merged by their likelihood ratio (alpha/beta)^s (empty groups included, as zeros)."""
-    r = _check_radius(r, "r")
-    a = _check_open_unit(alpha, "alpha")
-    K = _check_K(K)
-    raw, den = _core().stratified_group_masses(_b(a.numerator), _b(a.denominator), _b(K), r)
+    merged by their likelihood ratio (keep/beta)^s (empty groups included, as zeros)."""
+    r = check_int("r", r, 0, MAX_RADIUS)
+    a = _keep(keep, alpha, "group_probabilities")
+    K = check_int("K", K, 1)
+    raw, den = _native.stratified_group_masses(_b(a.numerator), _b(a.denominator), _b(K), r)
     den = _i(den)
     masses = [_i(m) for m in raw]
     return {j - r: (Fraction(masses[j], den), Fraction(masses[2 * r - j], den)) for j in range(2 * r + 1)}
 
 
-def threshold(alpha, K: int, radii, p=0.5, *, backend: str = "core") -> list:
+def threshold(keep=None, K: int = None, radii=None, p=0.5, *, backend: str = "core", alpha=None) -> list:
     """Exact rho_r^{-1}(p) for each r in ``radii``: list of ``fractions.Fraction``, same order.
 
-    p_A > rho_r^{-1}(1/2) (strict) certifies l0 radius r (module docstring). ``alpha`` (keep
-    probability) and ``p`` in (0, 1) as Fraction, int, decimal string or float (shortest repr);
-    K >= 1; radii non-negative ints <= MAX_RADIUS. ``backend="core"`` (compiled, default) or
-    ``"reference"`` (gmpy2, slow: for tests and benchmarks). The compiled call releases the GIL.
+    p_A > rho_r^{-1}(1/2) (strict) certifies l0 radius r (module docstring). ``keep`` (keep
+    probability; ``alpha`` is its deprecated name) and ``p`` in (0, 1) as Fraction, int, decimal
+    string or float (shortest repr); K >= 1; radii non-negative ints <= MAX_RADIUS.
+    ``backend="core"`` (compiled, default) or ``"reference"`` (gmpy2, slow: for tests and
+    benchmarks). The compiled call releases the GIL.
     """
-    a = _check_open_unit(alpha, "alpha")
-    K = _check_K(K)
+    a = _keep(keep, alpha, "threshold")
+    if K is None or radii is None:
+        raise TypeError("threshold needs keep, K and radii: threshold(keep, K, radii)")
+    K = check_int("K", K, 1)
     pf = _check_open_unit(p, "p")
-    rs = _check_radii(radii)
+    rs = check_int_list("radii", radii, 0, MAX_RADIUS)
     if backend == "reference":
         from fastcert.smoothing import reference_stratified as ref
 
@@ -201,7 +193,7 @@ def threshold(alpha, K: int, radii, p=0.5, *, backend: str = "core") -> list:
         raise ValueError(f"backend must be 'core' or 'reference', got {backend!r}")
     if not rs:
         return []
-    raw = _core().stratified_thresholds(_b(a.numerator), _b(a.denominator), _b(K), _b(pf.numerator),
+    raw = _native.stratified_thresholds(_b(a.numerator), _b(a.denominator), _b(K), _b(pf.numerator),
                                         _b(pf.denominator), rs)
     return [Fraction(_i(n), _i(d)) for n, d in raw]
 
@@ -256,9 +248,10 @@ def _first_not_certified(p, table: list) -> int:
     return lo
 
 
-def certified_l0_radius(p_lower, alpha, K: int, max_radius: int = 1000) -> int:
+def certified_l0_radius(p_lower, keep=None, K: int = None, max_radius: int = 1000, *, alpha=None) -> int:
     """Largest l0 radius r <= max_radius with p_lower > rho_r^{-1}(1/2), from a lower confidence bound
-    ``p_lower`` (e.g. Clopper-Pearson) on the top-class probability under ``Discrete(alpha, K)``.
+    ``p_lower`` (e.g. Clopper-Pearson) on the top-class probability under ``Discrete(keep, K)``
+    (``alpha`` is the deprecated name of ``keep``).
 
     Returns -1 when p_lower <= 1/2 (nothing certified, not even x itself: abstain); 0 certifies the
     prediction at x only; ``max_radius`` means "at least max_radius" (pass the input dimension d: no
@@ -270,11 +263,11 @@ def certified_l0_radius(p_lower, alpha, K: int, max_radius: int = 1000) -> int:
     noise with alpha close to 1/(K+1), whose thresholds stay near 1/2 for many radii).
     """
     p = _check_p_lower(p_lower)
-    a = _check_open_unit(alpha, "alpha")
-    K = _check_K(K)
+    a = _keep(keep, alpha, "certified_l0_radius")
+    K = check_int("K", K, 1)
     if isinstance(max_radius, (int, np.integer)) and not isinstance(max_radius, bool) and max_radius > MAX_RADIUS:
         max_radius = MAX_RADIUS
-    R = _check_radius(max_radius, "max_radius")
+    R = check_int("max_radius", max_radius, 0, MAX_RADIUS)
     if not p > Fraction(1, 2):
         return -1
     n = 16
@@ -325,11 +318,11 @@ def ceil_decimal(t: Fraction, digits: int = DECIMALS) -> str:
     return f"{whole}.{frac:0{digits}d}" if digits > 0 else str(whole)
 
 
-def format_threshold_table(alpha, K: int, max_radius: int, p=0.5, exact: bool = False) -> str:
-    """The threshold file text for radii 0..max_radius: header ``radius<TAB>threshold`` (+
-    ``<TAB>fraction`` when exact), values rounded up to 20 decimals."""
-    R = _check_radius(max_radius, "max_radius")
-    ts = threshold(alpha, K, range(R + 1), p)
+def format_threshold_table(keep, K: int, max_radius: int, p=0.5, exact: bool = False) -> str:
+    """The threshold file text for radii 0..max_radius at keep probability ``keep``: header
+    ``radius<TAB>threshold`` (+ ``<TAB>fraction`` when exact), values rounded up to 20 decimals."""
+    R = check_int("max_radius", max_radius, 0, MAX_RADIUS)
+    ts = threshold(keep, K, range(R + 1), p)
     lines = ["radius\tthreshold\tfraction" if exact else "radius\tthreshold"]
     for r, t in enumerate(ts):
         row = f"{r}\t{ceil_decimal(t)}"
@@ -339,68 +332,12 @@ def format_threshold_table(alpha, K: int, max_radius: int, p=0.5, exact: bool = 
     return "\n".join(lines) + "\n"
 
 
-def write_threshold_file(path, alpha, K: int, max_radius: int, p=0.5, exact: bool = False) -> None:
+def write_threshold_file(path, keep, K: int, max_radius: int, p=0.5, exact: bool = False) -> None:
     """Write :func:`format_threshold_table` to ``path`` atomically."""
-    text = format_threshold_table(alpha, K, max_radius, p, exact)
+    text = format_threshold_table(keep, K, max_radius, p, exact)
     from fastcert.io.files import atomic_write
 
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def _split(line: str) -> list:
-    return [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
-
-
-def read_threshold_file(path) -> dict:
-    """Read a thresholds file into ``{radius: Fraction}`` (sorted by radius).
-
-    Formats: ours (header ``radius<TAB>threshold[<TAB>fraction]``; the exact fraction is returned when
-    present, else the rounded-up decimal, exactly), and the original paper's (header
-    ``r<TAB>rho_r^{-1}(0.5)<TAB>err``, or bare ``r value`` lines; the decimal is returned exactly as
-    written). Blank lines and ``#`` comments are skipped. Raises FileNotFoundError / ValueError.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"thresholds file not found: {path}")
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    if not lines:
-        raise ValueError(f"{path}: empty thresholds file")
-    frac_col = None
-    first = _split(lines[0])
-    has_header = not first[0].isdigit()
-    if has_header:  # ours: "radius threshold [fraction]"; the paper's: "r rho_r^{-1}(0.5) err"
-        names = [c.lower() for c in first]
-        frac_col = names.index("fraction") if "fraction" in names else None
-        lines = lines[1:]
-    out = {}
-    for n, ln in enumerate(lines, start=2 if has_header else 1):  # n: line number among non-blank lines
-        f = _split(ln)
-        if len(f) < 2:
-            raise ValueError(f"{path}: line {n}: expected 'radius threshold', got {ln!r}")
-        try:
-            r = int(f[0])
-            value = Fraction(f[1])
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"{path}: line {n}: cannot read radius and threshold from {ln!r}") from None
-        if frac_col is not None:
-            if len(f) <= frac_col:
-                raise ValueError(f"{path}: line {n}: missing the fraction column")
-            try:
-                exact = Fraction(f[frac_col])
-            except (ValueError, ZeroDivisionError):
-                raise ValueError(f"{path}: line {n}: bad fraction {f[frac_col]!r}") from None
-            if not 0 <= value - exact < Fraction(1, 10 ** DECIMALS):
-                raise ValueError(f"{path}: line {n}: decimal {f[1]} is not the fraction rounded up")
-            value = exact
-        if r < 0 or r in out:
-            raise ValueError(f"{path}: line {n}: radius {r} is negative or repeated")
-        if not 0 <= value <= 1:
-            raise ValueError(f"{path}: line {n}: threshold {f[1]} is not in [0, 1]")
-        out[r] = value
-    if not out:
-        raise ValueError(f"{path}: no thresholds in file")
-    return dict(sorted(out.items()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -409,33 +346,9 @@ def read_threshold_file(path) -> dict:
 P_COLUMNS = ("p_lower", "pABar", "pA_lower", "p_hat", "pA")  # first present is used
 
 
-def read_l0_log(path) -> dict:
-    """Read a tab-separated certification log with a header into ``{column: list[str]}``.
-
-    Accepts ours (``idx label predict radius correct time p_lower ...``) and the original paper's
-    (``idx label predict p_hat rad. correct time``, idx written as ``i/N``). ``#`` lines are skipped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"log not found: {path}")
-    lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()
-             if ln.strip() and not ln.startswith("#")]
-    if not lines:
-        raise ValueError(f"{path}: empty log")
-    header = [h.strip() for h in lines[0].split("\t")]
-    cols = {h: [] for h in header}
-    for n, ln in enumerate(lines[1:], start=2):
-        f = ln.split("\t")
-        if len(f) != len(header):
-            raise ValueError(f"{path}: line {n} has {len(f)} fields, header has {len(header)}")
-        for h, v in zip(header, f):
-            cols[h].append(v.strip())
-    return cols
-
-
 def _log_columns(log) -> dict:
     if isinstance(log, (str, Path)):
-        return read_l0_log(log)
+        return read_log(log, raw=True)
     if isinstance(log, Mapping):
         return {k: v for k, v in log.items() if not str(k).startswith("_")}
     if isinstance(log, Iterable):
@@ -481,16 +394,16 @@ def acc_at_r(log, thresholds, radii=None) -> dict:
     """ACC@r (Lee et al.): the fraction of logged test points that are correctly classified AND have
     certified l0 radius >= r, for each r in ``radii`` (default: every radius of the table).
 
-    ``log``: a certification log path, a {column: values} mapping (e.g. fastcert.analysis.tables.read_log) or
+    ``log``: a certification log path, a {column: values} mapping (e.g. fastcert.io.readers.read_log) or
     a list of row mappings, with a lower-bound column (p_lower / pABar / pA_lower / p_hat / pA) and
-    ``correct``. ``thresholds``: {r: threshold} (e.g. read_threshold_file) or a path. Radii beyond the
+    ``correct``. ``thresholds``: {r: threshold} (e.g. fastcert.io.readers.read_threshold_file) or a path. Radii beyond the
     table's last radius R are refused (a point certified at R may or may not be certified beyond).
     Returns {r: float}.
     """
     if isinstance(thresholds, (str, Path)):
         thresholds = read_threshold_file(thresholds)
     R = max(thresholds) if thresholds else -1
-    rs = list(range(R + 1)) if radii is None else [_check_radius(r, "radii") for r in radii]
+    rs = list(range(R + 1)) if radii is None else check_int_list("radii", radii, 0, MAX_RADIUS)
     for r in rs:
         if r > R:
             raise ValueError(f"radius {r} is beyond the thresholds table (last radius {R})")

@@ -7,19 +7,29 @@ classes of the smoothed classifier g(x) = argmax_c P(f(x + noise) = c)?
 Theorem (Gaussian noise N(0, sigma^2 I), l2; Jia et al. 2020, Theorem 1). Let p_l <= P(f(x+e) = l)
 and, for every other class j, P(f(x+e) = j) <= pbar_j. Sort the other classes by upper bound,
 pbar_b1 >= pbar_b2 >= ..., and let S_t = {b_{k-t+1}, ..., b_k} be the t smallest of the k largest
-(t = 1..k), pbar(S_t) = sum of their upper bounds (capped at 1). Then l is in the top-k of g(x+d)
+(t = 1..k), pbar(S_t) = min(sum of their upper bounds, 1 - p_l). Then l is in the top-k of g(x+d)
 for every ||d||_2 < R, where R is the largest radius with
 
     Phi(Phi^{-1}(p_l) - R/sigma)  >=  min_{t=1..k}  Phi(Phi^{-1}(pbar(S_t)) + R/sigma) / t.
 
 Why: an adversary must lift k other classes above l. For any t of them (a set S), the union of
-their decision regions has probability <= pbar(S) at x, hence <= Phi(Phi^{-1}(pbar(S)) + R/sigma)
-at x + d (Neyman-Pearson for a half-space), so their smallest probability is at most that over t;
+their decision regions has probability <= pbar(S) at x (at most the sum of their bounds, and at
+most 1 - p_l since S excludes l), hence <= Phi(Phi^{-1}(pbar(S)) + R/sigma) at x + d
+(Neyman-Pearson for a half-space), so their smallest probability is at most that over t;
 while l keeps at least Phi(Phi^{-1}(p_l) - R/sigma). The most dangerous k classes are those with
 the largest upper bounds, and for each t the best witness S is the t smallest of them. The left side
 decreases in R and each term on the right increases, so R = max_t R_t with R_t the crossing point
 of term t: R_1 = sigma/2 (Phi^{-1}(p_l) - Phi^{-1}(pbar_bk)) in closed form, R_t (t >= 2) by
 bisection (the returned value always satisfies the strict inequality, so it never overshoots).
+
+The cap 1 - p_l (Jia et al.'s step: their code clips every upper bound, and each witness sum, at
+1 - p_l). It is sound: the classes of S are disjoint from l, so P(S) <= 1 - P(l) <= 1 - p_l whenever
+the lower bound p_l holds, and the radius is only claimed on the event that all bounds hold. A cap at
+1 alone (fastcert before issue 17) is also sound but looser: on Jia et al.'s CIFAR-10 counts
+(sigma = 0.25, alpha = 0.001) it gave 365 of the 1,500 top-3/top-5 radii 0.9% (median) to 1.5%
+smaller than theirs. The cap never binds for t = 1 with Clopper-Pearson bounds (pbar_b1 <= 1 - p_l,
+see below), which is why k = 1 always agreed; it binds for t >= 2 when the label holds nearly all
+samples and several other classes share a few, where the sum of their upper bounds exceeds 1 - p_l.
 
 Confidence (Jia et al.'s simultaneous intervals): from the counts of n samples, p_l is the
 one-sided Clopper-Pearson lower bound of n_l at level alpha/C and every pbar_j the one-sided
@@ -43,22 +53,26 @@ inequality per coordinate). Hence, with eps = r / b, for any set A of probabilit
 in every dimension and for every direction of d. Using these in place of the Gaussian functions
 gives a SOUND but possibly conservative top-k l1 radius (the exact worst case of the l1 ball
 for Laplace noise is not used); each of the four crossings (lower piece x upper piece) has a
-closed form and R = b * max over t and pieces. For k = 1 and pbar = 1 - p_l it reduces to Teng et
-al.'s -b log(2 (1 - p_l)).
+closed form and R = b * max over t and pieces. The witness sums are capped at 1 - p_l as for
+Gaussian noise: that step is about the probabilities at x, not about the noise, so it is sound
+here too (and, both bound functions being increasing in the set's probability, it can only raise
+the radius). For k = 1 and pbar = 1 - p_l it reduces to Teng et al.'s -b log(2 (1 - p_l)); for any
+pbar_b1 <= 1 - p_l it equals the larger of Teng et al.'s two terms b/2 log(p_l / pbar_b1) and
+-b log(1 - p_l + pbar_b1) (their Theorem 1; the other two crossings never exceed these for t = 1).
 """
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 from scipy.special import log_ndtr, ndtri
-from scipy.stats import beta as _beta
 
-from fastcert.smoothing.noise import Gaussian, Laplace, _check_positive, _l0_from_l1, _l0_from_l2
+from fastcert.io.readers import read_counts_file  # noqa: F401  (moved; re-exported)
 from fastcert.rng import resolve_seed
 from fastcert.smoothing.certificate import ABSTAIN, STREAM_ESTIMATE, STREAM_SELECT, Certificate
-from fastcert.validate import check_alpha, check_int
+from fastcert.smoothing.noise import Gaussian, Laplace
+from fastcert.stats import clopper_pearson_lower, clopper_pearson_upper
+from fastcert.validate import check_alpha, check_choice, check_float, check_int, check_positive
 
 __all__ = [
     "topk_radius",
@@ -76,18 +90,6 @@ _BISECT_STEPS = 2200  # cap only: a bracket reaches adjacent doubles in < 1100 h
 
 
 # ---------------------------------------------------------------------------------------- validation
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an integer >= 1, got {k!r}")
-    if int(k) < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    return int(k)
-
-
-def _check_scale(name, value) -> float:
-    return _check_positive(name, value)
-
-
 def _check_counts_matrix(counts, name="counts") -> np.ndarray:
     """(N, C) non-negative integer counts, C >= 2, every row summing to >= 1."""
     arr = np.asarray(counts)
@@ -128,42 +130,14 @@ def _check_row(counts, label):
     return cm, _check_labels(np.array([label]), 1, cm.shape[1], "label")
 
 
-def _check_noise_kind(noise: str) -> str:
-    if noise not in _NOISE_KINDS:
-        raise ValueError(f"noise must be one of {_NOISE_KINDS}, got {noise!r}")
-    return noise
-
-
 # ---------------------------------------------------------------------------------------- bounds
-def _cp_lower(k: np.ndarray, n: np.ndarray, a: float) -> np.ndarray:
-    """Vectorised one-sided Clopper-Pearson lower bound (same as fastcert.stats.clopper_pearson_lower)."""
-    k = np.asarray(k, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    out = np.zeros(np.broadcast(k, n).shape)
-    pos = np.broadcast_to(k > 0, out.shape)
-    kk, nn = np.broadcast_to(k, out.shape), np.broadcast_to(n, out.shape)
-    out[pos] = _beta.ppf(a, kk[pos], nn[pos] - kk[pos] + 1)
-    return out
-
-
-def _cp_upper(k: np.ndarray, n: np.ndarray, a: float) -> np.ndarray:
-    """Vectorised one-sided Clopper-Pearson upper bound (same as fastcert.stats.clopper_pearson_upper)."""
-    k = np.asarray(k, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    out = np.ones(np.broadcast(k, n).shape)
-    lt = np.broadcast_to(k < n, out.shape)
-    kk, nn = np.broadcast_to(k, out.shape), np.broadcast_to(n, out.shape)
-    out[lt] = _beta.ppf(1.0 - a, kk[lt] + 1, nn[lt] - kk[lt])
-    return out
-
-
 def _simultaneous(counts: np.ndarray, labels: np.ndarray, alpha: float):
     """p_lower (N,) of the labels and p_upper (N, C) of every class, each one-sided at alpha / C."""
     n_rows, n_classes = counts.shape
     a = alpha / n_classes
     n = counts.sum(axis=1)
-    p_low = _cp_lower(counts[np.arange(n_rows), labels], n, a)
-    p_up = _cp_upper(counts, n[:, None], a)
+    p_low = clopper_pearson_lower(counts[np.arange(n_rows), labels], n, a)
+    p_up = clopper_pearson_upper(counts, n[:, None], a)
     return p_low, p_up
 
 
@@ -191,10 +165,12 @@ def _top_others(p_up: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return srt[:, :k]
 
 
-def _witness_sums(top: np.ndarray) -> np.ndarray:
-    """(N, k): column t-1 holds pbar(S_t) = sum of the t smallest of the k largest bounds, capped at 1."""
+def _witness_sums(top: np.ndarray, p_low: np.ndarray) -> np.ndarray:
+    """(N, k): column t-1 holds pbar(S_t) = sum of the t smallest of the k largest bounds, capped at
+    1 - p_low (N,): the witnesses exclude the label, so P(S_t) <= 1 - P(label) <= 1 - p_low on the
+    event that the bounds hold (Jia et al.'s clip; see the module docstring)."""
     rev = np.cumsum(top[:, ::-1], axis=1)  # rev[:, t-1] = sum of the last t columns
-    return np.minimum(rev, 1.0)
+    return np.minimum(rev, 1.0 - np.asarray(p_low, dtype=np.float64)[:, None])
 
 
 def _gaussian_radius_core(p_low: np.ndarray, q: np.ndarray, sigma: float) -> np.ndarray:
@@ -202,7 +178,7 @@ def _gaussian_radius_core(p_low: np.ndarray, q: np.ndarray, sigma: float) -> np.
     n_rows, k = q.shape
     with np.errstate(divide="ignore"):
         a = np.repeat(ndtri(p_low)[:, None], k, axis=1)  # -inf when p_low = 0
-        b = ndtri(q)  # +inf when q = 1 (the witnesses may hold all the mass), -inf when q = 0
+        b = ndtri(q)  # +inf when q = 1 (only when p_low = 0: q <= 1 - p_low), -inf when q = 0
     logt = np.log(np.arange(1, k + 1, dtype=np.float64))[None, :]
 
     def margin(r):  # > 0 <=> term t certifies radius r; log scale keeps the tails accurate
@@ -244,8 +220,9 @@ def _laplace_radius_core(p_low: np.ndarray, q: np.ndarray, scale: float) -> np.n
     """l1 radius for Laplace noise from the likelihood-ratio bounds (see the module docstring).
 
     Lower bound of the label at eps = r/b: L1 = e^{-eps} p, L2 = 1 - e^{eps}(1-p).
-    Upper bound of S_t: U1 = e^{eps} q, U2 = 1 - e^{-eps}(1-q). Term t certifies r iff some
-    L_i > U_j / t; each pair crosses once:
+    Upper bound of S_t: U1 = e^{eps} q, U2 = 1 - e^{-eps}(1-q), with q <= 1 - p (the cap). Term t
+    certifies r iff max_i L_i > min_j U_j / t, i.e. iff some pair has L_i > U_j / t; each L_i falls
+    and each U_j rises with eps, so each pair holds on [0, crossing) and the union on [0, max):
       L1 vs U1: eps < 1/2 log(t p / q)
       L1 vs U2: eps < log(t p + 1 - q)
       L2 vs U1: eps < log(t / (t (1-p) + q))
@@ -270,7 +247,7 @@ def _laplace_radius_core(p_low: np.ndarray, q: np.ndarray, scale: float) -> np.n
 
 def _radius_from_bounds(p_low, top, noise, scale):
     """Shared by every entry point: p_low (N,), top (N, k) descending upper bounds of the others."""
-    q = _witness_sums(top)
+    q = _witness_sums(top, p_low)
     if noise == "gaussian":
         return _gaussian_radius_core(p_low, q, scale)
     return _laplace_radius_core(p_low, q, scale)
@@ -293,17 +270,13 @@ def topk_radius_from_bounds(p_lower: float, p_upper_others, k: int, scale: float
     p_lower: lower bound on the label's probability; p_upper_others: upper bounds on the
     probabilities of the other classes (any order); scale: sigma (Gaussian, l2 radius) or the
     Laplace scale b (l1 radius). Returns 0.0 when nothing is certified, inf when fewer than k other
-    classes exist.
+    classes exist. The radius is valid whenever all the given bounds hold; the summed upper bounds of
+    a witness set are capped at 1 - p_lower (the other classes share at most the label's complement).
     """
-    k = _check_k(k)
-    scale = _check_scale("scale", scale)
-    noise = _check_noise_kind(noise)
-    try:
-        pl = float(p_lower)
-    except (TypeError, ValueError):
-        raise TypeError(f"p_lower must be a number in [0, 1], got {p_lower!r}") from None
-    if not 0.0 <= pl <= 1.0:
-        raise ValueError(f"p_lower must be in [0, 1], got {p_lower!r}")
+    k = check_int("k", k, 1)
+    scale = check_positive("scale", scale)
+    noise = check_choice("noise", noise, _NOISE_KINDS)
+    pl = check_float("p_lower", p_lower, 0.0, 1.0, lo_open=False, hi_open=False)
     pu = np.asarray(p_upper_others, dtype=np.float64).reshape(-1)
     if pu.size == 0 or k > pu.size:
         return math.inf
@@ -337,8 +310,8 @@ def topk_radius_laplace(counts, label: int, k: int, scale: float, alpha: float) 
 
 def _topk_one(counts, label, k, scale, alpha, noise, scale_name):
     cm, lab = _check_row(counts, label)
-    k = _check_k(k)
-    scale = _check_scale(scale_name, scale)
+    k = check_int("k", k, 1)
+    scale = check_positive(scale_name, scale)
     alpha = check_alpha(alpha)
     return float(_radii_from_counts(cm, lab, k, scale, alpha, noise)[0])
 
@@ -346,25 +319,13 @@ def _topk_one(counts, label, k, scale, alpha, noise, scale_name):
 def topk_radii(counts, labels, k: int, sigma: float, alpha: float, noise: str = "gaussian") -> np.ndarray:
     """Vectorised :func:`topk_radius` / :func:`topk_radius_laplace` over rows: counts (N, C),
     labels (N,) -> radii (N,) float64 (0 = not certified, inf when k >= C)."""
-    noise = _check_noise_kind(noise)
+    noise = check_choice("noise", noise, _NOISE_KINDS)
     cm = _check_counts_matrix(counts)
     lab = _check_labels(labels, cm.shape[0], cm.shape[1])
-    k = _check_k(k)
-    sigma = _check_scale("sigma" if noise == "gaussian" else "scale", sigma)
+    k = check_int("k", k, 1)
+    sigma = check_positive("sigma" if noise == "gaussian" else "scale", sigma)
     alpha = check_alpha(alpha)
     return _radii_from_counts(cm, lab, k, sigma, alpha, noise)
-
-
-def _derived_radii(noise, r: float, d: int) -> dict:
-    """All-norm radii from the own-norm top-k radius (same inequalities as fastcert.smoothing.noise)."""
-    if r <= 0:
-        return {"l0": 0, "l1": 0.0, "l2": 0.0, "linf": 0.0}
-    if math.isinf(r):
-        return {"l0": d, "l1": math.inf, "l2": math.inf, "linf": math.inf}
-    if isinstance(noise, Gaussian):  # ||.||_2 <= ||.||_1; ||.||_2^2 <= ||.||_1 on the box; sqrt(d) linf
-        return {"l2": r, "l1": max(r, r * r), "linf": r / math.sqrt(d), "l0": _l0_from_l2(r)}
-    # Laplace, own norm l1: ||.||_1 <= sqrt(d) ||.||_2 <= d ||.||_inf; k box coordinates move l1 <= k
-    return {"l1": r, "l2": r / math.sqrt(d), "linf": r / d, "l0": _l0_from_l1(r)}
 
 
 def certify_topk(smooth, x, k: int, n0: int, n: int, alpha: float, batch_size: int, seed=None):
@@ -377,8 +338,9 @@ def certify_topk(smooth, x, k: int, n0: int, n: int, alpha: float, batch_size: i
     Returns a Certificate with ``prediction`` the tuple of the k selected classes (most frequent
     first), or -1 (abstain) when the first of them is not certified to stay in the top k;
     ``radius`` the radius of the first selected class (within which, with probability >= 1 - alpha,
-    it stays among the k most probable classes); ``radii`` that radius in every norm (derived by the
-    norm inequalities of fastcert.smoothing.noise); ``counts`` the n estimation counts; ``p_lower`` the
+    it stays among the k most probable classes); ``radii`` that radius in every norm
+    (``Noise.derived_radii``: the norm inequalities of fastcert.smoothing.noise, l0 capped at the input
+    dimension); ``counts`` the n estimation counts; ``p_lower`` the
     simultaneous (alpha / C) lower bound of the first class; ``n_used`` = n0 + n.
     ``extra["class_radii"]`` maps every selected class to its own radius (each valid at level alpha
     on its own, as for a label fixed in advance; use the entry of the true label for certified top-k
@@ -392,7 +354,7 @@ def certify_topk(smooth, x, k: int, n0: int, n: int, alpha: float, batch_size: i
     else:
         raise ValueError(f"noise: top-k certification supports Gaussian (l2) and Laplace (l1) noise, "
                          f"got {smooth.noise!r}")
-    k = _check_k(k)
+    k = check_int("k", k, 1)
     if k > smooth.num_classes:
         raise ValueError(f"k must be <= num_classes={smooth.num_classes}, got {k}")
     n0 = check_int("n0", n0, 1)
@@ -417,7 +379,7 @@ def certify_topk(smooth, x, k: int, n0: int, n: int, alpha: float, batch_size: i
         pred, radius = selected, r0
     else:
         pred, radius = ABSTAIN, 0.0
-    cert = Certificate(pred, radius, _derived_radii(smooth.noise, radius, d), counts, float(p_low[0]), n0 + n,
+    cert = Certificate(pred, radius, smooth.noise.derived_radii(radius, d), counts, float(p_low[0]), n0 + n,
                        seed=seed)
     cert.extra.update({"k": k, "selected": selected, "class_radii": class_radii, "p_upper": p_up[0],
                        "alpha_per_bound": alpha / C, "norm": smooth.noise.norm})
@@ -425,50 +387,6 @@ def certify_topk(smooth, x, k: int, n0: int, n: int, alpha: float, batch_size: i
 
 
 # ---------------------------------------------------------------------------------------- logs
-def read_counts_file(path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a per-class counts file in Jia et al.'s format: one row per test point, the C counts
-    then the true label, whitespace separated; blank lines and lines starting with '#' skipped.
-    Returns (counts (N, C) int64, labels (N,) int64)."""
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise FileNotFoundError(f"counts file not found: {p}")
-    rows = []
-    width = None
-    try:
-        with open(p, encoding="utf-8") as fh:
-            text = fh.read()
-    except UnicodeDecodeError:
-        raise ValueError(f"{p}: not a text file of per-class counts") from None
-    for lineno, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        parts = s.split()
-        try:
-            vals = [int(v) for v in parts]
-        except ValueError:
-            raise ValueError(f"{p}:{lineno}: expected integers (counts then label), got {s[:60]!r}") from None
-        if width is None:
-            width = len(vals)
-            if width < 3:
-                raise ValueError(f"{p}:{lineno}: need at least 2 counts and a label, got {width} fields")
-        elif len(vals) != width:
-            raise ValueError(f"{p}:{lineno}: expected {width} fields like the first row, got {len(vals)}")
-        rows.append(vals)
-    if not rows:
-        raise ValueError(f"{p}: no rows")
-    data = np.asarray(rows, dtype=np.int64)
-    counts = data[:, :-1]
-    labels = data[:, -1]
-    if np.any(counts < 0):
-        raise ValueError(f"{p}: counts must be >= 0")
-    if np.any(counts.sum(axis=1) < 1):
-        raise ValueError(f"{p}: every row needs at least one sample")
-    if np.any(labels < 0) or np.any(labels >= counts.shape[1]):
-        raise ValueError(f"{p}: labels must be in [0, {counts.shape[1]})")
-    return counts, labels
-
-
 def topk_certified_accuracy(counts, labels, k: int, sigma: float, alpha: float, radii,
                             noise: str = "gaussian") -> np.ndarray:
     """Certified top-k accuracy at each radius r in ``radii``: the fraction of rows whose true label

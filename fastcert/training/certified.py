@@ -32,10 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastcert import _native
 from fastcert.data import Dataset
 from fastcert.rng import torch_generator
 from fastcert.ibp.radius import certified_radius, margin_lower_bounds
 from fastcert.models.checkpoint import save_checkpoint
+from fastcert.validate import (check_choice, check_device, check_float, check_int, check_nonnegative, check_positive,
+                               check_radii)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -133,21 +136,19 @@ def train_certified(model: nn.Module, dataset: Dataset, method: str = "ibp", *, 
     computed per rank).
     """
 
-    if method not in ("ibp", "acert"):
-        raise ValueError(f"method must be 'ibp' or 'acert', got {method!r}")
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be > 0, got {eps}")
-    if not 0 <= kappa <= 1:
-        raise ValueError(f"kappa must be in [0, 1], got {kappa}")
-    if int(epochs) < 1 or int(batch_size) < 1 or not lr > 0:
-        raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
-    if init not in ("ibp", "default"):
-        raise ValueError(f"init must be 'ibp' or 'default', got {init!r}")
-    device = torch.device(device)
+    check_choice("method", method, ("ibp", "acert"))
+    eps = check_positive("eps", eps)
+    kappa = check_float("kappa", kappa, 0.0, 1.0, lo_open=False, hi_open=False)
+    epochs, batch_size = check_int("epochs", epochs), check_int("batch_size", batch_size)
+    lr = check_positive("lr", lr)
+    check_choice("init", init, ("ibp", "default"))
+    device = check_device(device)
     dist = torch.distributed
     if distributed is None:
         distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if distributed:  # under torchrun: cuda -> cuda:LOCAL_RANK, one GPU per rank (NCCL needs it)
+        device = _native.torchrun_device(device)
     if ramp_epochs is None:
         ramp_epochs = max((epochs - warmup_epochs) / 2, 0.0)
     cap = float(eps if cap is None else cap)
@@ -248,8 +249,9 @@ def evaluate_certified(model, dataset: Dataset, eps_list, method: str = "ibp", b
                        cap: float | None = None, tol: float = 1e-4, device="cpu") -> dict:
     """Clean accuracy, certified accuracy at each eps, and the average certified radius (per-sample
     largest certified eps by bisection, capped at ``cap`` = max(eps_list))."""
-    eps_list = [float(e) for e in eps_list]
-    cap = max(eps_list) if cap is None else float(cap)
+    eps_list = check_radii(eps_list, "eps_list")
+    batch_size = check_int("batch_size", batch_size)
+    cap = max(eps_list) if cap is None else check_nonnegative("cap", cap)
     model.eval()
     n, clean, cert = 0, 0, np.zeros(len(eps_list))
     radii = []

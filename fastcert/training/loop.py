@@ -12,7 +12,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -20,33 +19,23 @@ from fastcert.data import Dataset
 from fastcert.rng import torch_generator
 from fastcert.training.certified import train_certified
 from fastcert.models.zoo import build_model
-from fastcert.validate import check_device
-from fastcert.models.checkpoint import save_checkpoint
+from fastcert.smoothing.noise import Noise, make_noise
+from fastcert.validate import check_choice, check_device, check_float, check_int, check_nonnegative, check_positive
+from fastcert.models.checkpoint import read_checkpoint, save_checkpoint
 
 NOISE_METHODS = ("gaussian", "laplace", "uniform", "discrete", "none")
 CERTIFIED_METHODS = ("ibp", "acert")
 METHODS = NOISE_METHODS + CERTIFIED_METHODS
 
 
-def add_noise(x: torch.Tensor, method: str, g: torch.Generator, sigma: float = 0.0, alpha_keep: float = 0.0,
-              K: int = 255) -> torch.Tensor:
-    """A noisy copy of the batch x for noise-augmentation training (same noise families as Smooth)."""
+def augmentation_noise(method: str, sigma: float = 0.25, keep: float = 0.8, K: int = 255) -> Noise | None:
+    """The noise of noise-augmentation training (None for ``method="none"``): the same families as
+    Smooth, and each batch is perturbed by its one torch sampler, ``Noise.sample_torch``. ``sigma`` is
+    the scale of the continuous noises, ``keep`` and ``K`` those of discrete noise."""
+    check_choice("method", method, NOISE_METHODS)
     if method == "none":
-        return x
-    if method == "gaussian":
-        return x + sigma * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
-    if method == "laplace":
-        u = torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype).clamp_(1e-7, 1 - 1e-7) - 0.5
-        return x - sigma * torch.sign(u) * torch.log1p(-2 * u.abs())
-    if method == "uniform":
-        return x + sigma * (2 * torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype) - 1)
-    if method == "discrete":
-        lvl = torch.round(x * K).long()
-        keep = torch.rand(x.shape, generator=g, device=x.device) < float(alpha_keep)
-        off = torch.randint(0, K, x.shape, generator=g, device=x.device)
-        new = (lvl + 1 + off) % (K + 1)
-        return torch.where(keep, lvl, new).to(x.dtype) / K
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        return None
+    return make_noise(method, sigma=sigma, keep=keep, K=K)
 
 
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 1000, device="cpu") -> float:
@@ -60,7 +49,7 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int = 1000, device="cp
     return correct / max(len(data), 1)
 
 
-def train(model, dataset: Dataset, method: str = "gaussian", *, sigma: float = 0.25, alpha_keep: float = 0.8,
+def train(model, dataset: Dataset, method: str = "gaussian", *, sigma: float = 0.25, keep: float = 0.8,
           K: int = 255, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
           seed: int = 0, device="cpu", out=None, arch: str | None = None, arch_kwargs: dict | None = None,
           progress: bool = True, log=print, **kwargs):
@@ -69,10 +58,16 @@ def train(model, dataset: Dataset, method: str = "gaussian", *, sigma: float = 0
     model: an nn.Module (e.g. from fastcert.build_model) or an architecture name of the zoo (built
     with the dataset's input shape and normalization). method: "gaussian" | "laplace" | "uniform"
     (``sigma`` is the noise scale: sigma, Laplace scale, uniform half-width) | "discrete"
-    (``alpha_keep``, ``K``) | "none" | "ibp" | "acert" (fastcert.training.certified; extra kwargs go
+    (``keep``: keep probability, ``K``) | "none" | "ibp" | "acert" (fastcert.training.certified; extra kwargs go
     there). With ``out`` a checkpoint is written after every epoch, and an unfinished checkpoint at
-    ``out`` with the same configuration is resumed.
+    ``out`` with the same configuration is resumed. ``alpha_keep`` is the deprecated name of ``keep``.
     """
+    if "alpha_keep" in kwargs:
+        import warnings
+
+        warnings.warn("train(alpha_keep=...) is deprecated: the keep probability is named keep",
+                      DeprecationWarning, stacklevel=2)
+        keep = kwargs.pop("alpha_keep")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(dataset, Dataset):
@@ -92,20 +87,14 @@ def train(model, dataset: Dataset, method: str = "gaussian", *, sigma: float = 0
                                progress=progress, log=log, **kwargs)
     if kwargs:
         raise TypeError(f"unexpected arguments for method {method!r}: {sorted(kwargs)}")
-    sigma, alpha_keep, lr, weight_decay = (_real(n, v) for n, v in (("sigma", sigma), ("alpha_keep", alpha_keep),
-                                                                      ("lr", lr), ("weight_decay", weight_decay)))
-    epochs, batch_size, K = (_integer(n, v) for n, v in (("epochs", epochs), ("batch_size", batch_size), ("K", K)))
-    if method in ("gaussian", "laplace", "uniform") and not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be > 0, got {sigma}")
-    if method == "discrete" and not (0 < alpha_keep < 1):
-        raise ValueError(f"alpha_keep must be in (0, 1), got {alpha_keep}")
-    if method == "discrete" and K < 1:
-        raise ValueError(f"K must be >= 1, got {K}")
-    if epochs < 1 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
-        raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    config = {"method": method, "sigma": float(sigma), "alpha_keep": float(alpha_keep), "K": int(K),
+    # every parameter is checked (and recorded in the checkpoint's config); the noise checks its own
+    # range of the ones it uses (sigma > 0; keep in (0, 1), K >= 1)
+    sigma, keep = check_float("sigma", sigma), check_float("keep", keep)
+    K = check_int("K", K, None)
+    noise = augmentation_noise(method, sigma=sigma, keep=keep, K=K)
+    lr, weight_decay = check_positive("lr", lr), check_nonnegative("weight_decay", weight_decay)
+    epochs, batch_size = check_int("epochs", epochs), check_int("batch_size", batch_size)
+    config = {"method": method, "sigma": float(sigma), "keep": float(keep), "K": int(K),
               "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
               "weight_decay": float(weight_decay), "seed": int(seed), "dataset": dataset.name}
     torch.manual_seed(seed)
@@ -133,7 +122,7 @@ def train(model, dataset: Dataset, method: str = "gaussian", *, sigma: float = 0
         for i in bar:
             idx = perm[i:i + batch_size]
             xb, yb = x_all[idx].to(device), y_all[idx].to(device)
-            xn = add_noise(xb, method, g_dev, sigma=sigma, alpha_keep=alpha_keep, K=K)
+            xn = xb if noise is None else noise.sample_torch(xb, g_dev)
             logits = model(xn)
             loss = loss_fn(logits, yb)
             opt.zero_grad(set_to_none=True)
@@ -161,35 +150,19 @@ def _save(out, model, opt, sched, config, epochs_done, arch, arch_kwargs, datase
                     extra={"train_state": {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}})
 
 
-def _real(name, value) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-
-
-def _integer(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    return int(value)
-
-
 def _try_resume(out, model, opt, sched, config, log) -> int:
-    try:
-        payload = torch.load(out, map_location="cpu", weights_only=False)
-    except Exception as e:  # checkpoints are written atomically: an unreadable file is not ours
-        raise ValueError(f"out: {out} exists but is not a readable checkpoint ({type(e).__name__}); "
-                         "choose another --out or delete it") from None
-    if not isinstance(payload, dict) or "state_dict" not in payload:
-        raise ValueError(f"out: {out} exists but is not a fastcert checkpoint; choose another --out or delete it")
+    try:  # never unpickles arbitrary objects (see fastcert.models.checkpoint)
+        state_dict, payload = read_checkpoint(out, "out")
+    except ValueError as e:  # checkpoints are written atomically: an unreadable file is not ours
+        raise ValueError(f"{e}; choose another --out or delete it") from None
     old = dict(payload.get("config", {}))
+    if "alpha_keep" in old and "keep" not in old:  # written before the keep probability was named keep
+        old["keep"] = old.pop("alpha_keep")
     done = int(old.pop("epochs_done", 0))
     if old != config:
         raise ValueError(f"out: {out} exists and was trained with a different configuration; "
                          "choose another --out or delete it")
-    model.load_state_dict(payload["state_dict"])
+    model.load_state_dict(state_dict)
     state = payload.get("train_state") or {}
     if "optimizer" in state:
         opt.load_state_dict(state["optimizer"])

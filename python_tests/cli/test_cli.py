@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastcert.analysis.tables import certified_accuracy, read_log
+from fastcert.analysis.tables import certified_accuracy
+from fastcert.io.readers import read_log
 from fastcert.cli import main
 from fastcert.cli.entry import SUBCOMMANDS
 
@@ -22,11 +23,19 @@ def cli(*args):
                           timeout=600)
 
 
+# the subcommands that draw random numbers / run a model; the others offer no --seed, --device (DESIGN.md's
+# "every subcommand has --seed/--device" is narrowed by issue 16: a subcommand offers only the flags it uses)
+USES_SEED_DEVICE = {"certify", "predict", "curve", "train", "bench"}
+
+
 @pytest.mark.parametrize("name", list(SUBCOMMANDS))
 def test_every_subcommand_has_help(name):
     r = cli(name, "--help")
     assert r.returncode == 0, r.stderr
-    assert "--seed" in r.stdout and "--device" in r.stdout
+    if name in USES_SEED_DEVICE:
+        assert "--seed" in r.stdout and "--device" in r.stdout
+    else:
+        assert "--seed" not in r.stdout and "--device" not in r.stdout
 
 
 def test_unknown_subcommand():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastcert.analysis.tables import read_log
+from fastcert.io.readers import read_log
 from fastcert.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ def test_analyze_topk_counts_and_thresholds(capsys, tmp_path):
     assert "certified top-1 accuracy" in out
     # l0 thresholds + a log with p_lower
     thr = tmp_path / "thr.tsv"
-    assert main(["threshold", "--alpha", "0.8", "--K", "1", "--max-radius", "5", "--out", str(thr)]) == 0
+    assert main(["threshold", "--keep", "0.8", "--K", "1", "--max-radius", "5", "--out", str(thr)]) == 0
     log = tmp_path / "l0.tsv"
     log.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\tp_lower\n"
                    "0\t1\t1\t2\t1\t0:00:01.0\t0.99\n1\t2\t2\t0\t1\t0:00:01.0\t0.6\n2\t3\t1\t0\t0\t0:00:01.0\t0.99\n")
@@ -127,7 +127,7 @@ def test_discrete_noise_end_to_end(tmp_path):
     import fastcert
 
     ckpt = tmp_path / "d.pt"
-    assert _run("train", "--arch", "cnn_small", "--method", "discrete", "--alpha-keep", "0.5", "--K", "16",
+    assert _run("train", "--arch", "cnn_small", "--method", "discrete", "--keep", "0.5", "--K", "16",
                 "--epochs", "15", "--lr", "3e-3", "--quiet", "--out", ckpt) == 0
     out = tmp_path / "l0.tsv"
     assert _run("certify", "--model", ckpt, "--noise", "discrete", "--n0", "50", "--n", "2000", "--alpha", "0.01",

@@ -112,7 +112,7 @@ def test_curve_resume(tmp_path, ckpts, capsys, monkeypatch):
     assert [ln.split("\t")[0] for ln in lines[1:]] == ["0", "1", "2", "3"]
     capsys.readouterr()
     for flag, value in (("--seed", "3"), ("--steps", "11"), ("--batch", "3"), ("--max", "6"),
-                        ("--norms", "linf,l1"), ("--method", "attack")):
+                        ("--norms", "linf,l1"), ("--search", "attack")):
         argv = [*base, "--seed", "2"]
         if flag in argv:
             argv[argv.index(flag) + 1] = value

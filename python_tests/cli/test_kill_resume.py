@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from fastcert.cli import main
+from fastcert.models.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,7 +112,7 @@ def _epochs_done(path):
     if not path.exists():
         return 0
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["config"]["epochs_done"])
+        return int(read_checkpoint(path)[1]["config"]["epochs_done"])
     except Exception:  # noqa: BLE001 - never torn (atomic rename), but be defensive while polling
         return 0
 
@@ -130,15 +131,15 @@ def test_train_killed_and_resumed(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fastcert.cli", *args, "--out", str(out)], cwd=tmp_path, env=_env(),
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    resumed = torch.load(out, map_location="cpu", weights_only=False)
+    resumed_state, resumed = read_checkpoint(out)
     assert resumed["config"]["epochs_done"] == epochs
     # uninterrupted reference run with the same seed
     ref = tmp_path / "ref.pt"
     assert main([*args, "--out", str(ref)]) == 0
-    expected = torch.load(ref, map_location="cpu", weights_only=False)
-    assert resumed["state_dict"].keys() == expected["state_dict"].keys()
-    for k, v in expected["state_dict"].items():
-        assert torch.equal(resumed["state_dict"][k], v), k
+    expected_state, _ = read_checkpoint(ref)
+    assert resumed_state.keys() == expected_state.keys()
+    for k, v in expected_state.items():
+        assert torch.equal(resumed_state[k], v), k
 
 
 def test_curve_killed_and_resumed(ckpt, tmp_path):

@@ -114,7 +114,7 @@ CERTIFY_MODES = {
     "gaussian": ["--sigma", "0.25"],
     "laplace": ["--noise", "laplace", "--sigma", "0.25"],
     "uniform": ["--noise", "uniform", "--sigma", "0.5"],
-    "discrete": ["--noise", "discrete", "--alpha-keep", "0.8", "--K", "16"],  # digits lie on the 1/16 grid
+    "discrete": ["--noise", "discrete", "--keep", "0.8", "--K", "16"],  # digits lie on the 1/16 grid
     "top-k": ["--top-k", "2"],
     "confidence": ["--confidence-measure", "margin", "--radii", "0.1,0.25"],
     "sequential": ["--sequential", "--radii", "0.1,0.2"],
@@ -160,22 +160,21 @@ def test_analyze(ckpt, tmp_path, capsys):
     def once(folder, seed):
         png = tmp_path / folder / "acc.png"
         png.parent.mkdir()
-        text = run(capsys, "analyze", log, "--radii", "0,0.1,0.2", "--plot", png, "--seed", seed)
+        text = run(capsys, "analyze", log, "--radii", "0,0.1,0.2", "--plot", png)
         return text.replace(str(png), "PNG"), png.read_bytes()
 
     a, b, c = once("a", 1), once("b", 1), once("c", 2)
-    assert a == b == c  # no randomness in it: the seed changes nothing
+    assert a == b == c  # no randomness in it (analyze has no --seed: test_cli.test_flags_only_where_used)
 
 
 def test_threshold(tmp_path, capsys):
     def once(folder, seed):
         out = tmp_path / folder / "thr.tsv"
         out.parent.mkdir()
-        run(capsys, "threshold", "--alpha", "0.8", "--K", "3", "--max-radius", "6", "--exact", "--seed", seed,
-            "--out", out)
+        run(capsys, "threshold", "--keep", "0.8", "--K", "3", "--max-radius", "6", "--exact", "--out", out)
         return out.read_bytes()
 
-    assert once("a", 1) == once("b", 1) == once("c", 2)  # exact arithmetic: no seed involved
+    assert once("a", 1) == once("b", 1) == once("c", 2)  # exact arithmetic: no seed involved (and no --seed)
 
 
 def test_curve(ckpt, tmp_path, capsys):
@@ -200,7 +199,7 @@ def test_distances(tmp_path, capsys):
     def once(folder, seed):
         out = tmp_path / folder / "d.npz"
         text = run(capsys, "distances", "--norms", "l1,l2,linf", "--max", "60", "--max-reference", "300",
-                   "--seed", seed, "--quiet", "--out", out)
+                   "--quiet", "--out", out)
         return npz(out), text, out.read_bytes()
 
     (a, ta, ba), (b, tb, bb), (c, tc, bc) = once("a", 1), once("b", 1), once("c", 2)

@@ -1,9 +1,11 @@
 """fastcert.ibp_bounds, torch path and CROWN-IBP: sampling soundness for every supported layer type
-(BatchNorm in eval and train mode, pools, Normalize, residual blocks), exactness, the naive
-interval-arithmetic oracle, C folding, per-sample eps, gradients, l2/l1 CROWN-IBP, and errors."""
+(BatchNorm in eval and train mode, pools, Normalize, residual blocks), box vertices, exactness (eps = 0,
+one affine layer, the zoo's architectures), the reference W+/W- interval arithmetic as oracle, C
+folding, per-sample eps, gradients, l2/l1 CROWN-IBP, and errors."""
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -12,8 +14,10 @@ from torch import nn
 import fastcert
 from fastcert.ibp import Residual, UnsupportedLayerError
 from fastcert.ibp.graph import clean_forward, needs_clean_pass, trace
-from fastcert.ibp.torch_path import propagate, propagate_naive
-from fastcert.models.zoo import BasicBlock, CifarResNet, Normalize
+from fastcert.ibp.radius import spec_matrix
+from fastcert.ibp.reference import propagate_reference, reference_bounds
+from fastcert.ibp.torch_path import propagate
+from fastcert.models.zoo import BasicBlock, CifarResNet, Normalize, build_model
 
 N_POINTS = 10_000
 
@@ -61,14 +65,28 @@ def _net(name: str) -> tuple[nn.Module, tuple]:
                             Residual(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))), nn.ReLU(),
                             Residual(nn.Sequential(nn.Linear(8, 8)), nn.Linear(8, 8)), nn.Linear(8, 3))
         shape = (5,)
+    elif name == "mlp_small":
+        net = nn.Sequential(nn.Flatten(), nn.Linear(18, 16), nn.ReLU(), nn.Linear(16, 5))
+        shape = (2, 3, 3)
+    elif name == "conv_bn_pool_small":
+        net = nn.Sequential(Normalize((0.4, 0.6), (0.3, 0.2)), nn.Conv2d(2, 4, 3, 1, 1), nn.BatchNorm2d(4), nn.ReLU(),
+                            nn.AvgPool2d(3, 1, 1), nn.Conv2d(4, 4, 3, 2, 1), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(16, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Identity(), nn.Linear(16, 5))
+        shape = (2, 3, 3)
+    elif name == "residual_mixed":
+        net = nn.Sequential(nn.Conv2d(2, 4, 3, 1, 1), nn.ReLU(),
+                            Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1))),
+                            nn.ReLU(), BasicBlock(4, 6, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+        shape = (2, 3, 3)
     else:
         raise KeyError(name)
     _randomize_bn(net, g)
     return net.eval(), shape
 
 
+SMALL_NETS = ["mlp_small", "conv_bn_pool_small", "residual_mixed"]  # 18 inputs: box vertices can be enumerated
 NETS = ["mlp_bn1d", "cnn_bn2d_pool", "cnn_bn_no_running_stats", "basic_blocks", "cifar_resnet8",
-        "residual_container"]
+        "residual_container"] + SMALL_NETS
 
 
 def _frozen(net: nn.Module, x: torch.Tensor) -> nn.Module:
@@ -145,8 +163,38 @@ def test_soundness_sampling(name, train_bn, grad):
     pts = _samples(x, eps, N_POINTS // B, g)
     outs = _outputs(ref, pts)
     assert _inside(outs, lo, hi)
+    if train_bn:  # the clean batch through the train-mode model (batch statistics) lies within the bounds
+        with torch.no_grad():
+            z0 = copy.deepcopy(net)(x)
+        assert _inside(z0[None], lo, hi)
     # the bounds are not vacuous: finite, ordered, and the sampled range lies within them
     assert torch.isfinite(lo).all() and torch.isfinite(hi).all() and torch.all(lo <= hi)
+
+
+@pytest.mark.parametrize("name", SMALL_NETS)
+@pytest.mark.parametrize("method", ["ibp", "crown-ibp"])
+def test_soundness_box_vertices(name, method):
+    """10,000 points of the clipped box (a quarter of them corners), and every vertex of the box of the
+    first input along its first 8 coordinates."""
+    net, shape = _net(name)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand((2, *shape), generator=g)
+    eps = 0.05
+    lo, hi = fastcert.ibp_bounds(net, x, eps, method=method)
+    outs = _outputs(net, _samples(x, eps, 5000, g))  # 10,000 points in all
+    blo, bhi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    flat_lo, flat_hi = blo[0].flatten(), bhi[0].flatten()
+    verts = []
+    for bits in itertools.product((0, 1), repeat=8):
+        v = x[0].flatten().clone()
+        for j, b in enumerate(bits):
+            v[j] = flat_hi[j] if b else flat_lo[j]
+        verts.append(v.view(x.shape[1:]))
+    with torch.no_grad():
+        vout = net(torch.stack(verts))
+    tol = 1e-5 * (1 + outs.abs().max())
+    assert torch.all(outs >= lo - tol) and torch.all(outs <= hi + tol)
+    assert torch.all(vout >= lo[0] - tol) and torch.all(vout <= hi[0] + tol)
 
 
 @pytest.mark.parametrize("name", NETS)
@@ -171,6 +219,19 @@ def test_eps_zero_is_the_forward_pass(name):
     torch.testing.assert_close(hi, y, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch,shape", [("cnn_ibp", (1, 8, 8)), ("cnn7", (3, 8, 8)), ("resnet20", (3, 8, 8)),
+                                        ("lenet", (1, 28, 28)), ("mlp", (1, 8, 8))])
+def test_eps_zero_is_exact_for_the_zoo(arch, shape):
+    torch.manual_seed(0)
+    m = build_model(arch, shape, 10, (0.3,) * shape[0], (0.4,) * shape[0]).eval()
+    x = torch.rand(3, *shape)
+    with torch.no_grad():
+        z = m(x)
+        for method in ("ibp", "crown-ibp"):
+            lo, hi = fastcert.ibp_bounds(m, x, 0.0, method=method)
+            assert torch.allclose(lo, z, atol=1e-4, rtol=1e-5) and torch.allclose(hi, z, atol=1e-4, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", NETS)
 def test_naive_interval_arithmetic_agrees_with_center_radius(name):
     net, shape = _net(name)
@@ -183,11 +244,23 @@ def test_naive_interval_arithmetic_agrees_with_center_radius(name):
     lo, hi = (x - 0.05).clamp(min=0), (x + 0.05).clamp(max=1)
     with torch.no_grad():
         c, r = propagate(ops, (lo + hi) / 2, (hi - lo) / 2, stats)
-        nl, nh = propagate_naive(ops, lo, hi, stats)
+        nl, nh = propagate_reference(ops, lo, hi, stats)
         a, b = fastcert.ibp_bounds(net, x, 0.05)
     torch.testing.assert_close(c - r, nl, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(c + r, nh, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(a, nl, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(b, nh, rtol=1e-10, atol=1e-10)
+
+
+def test_center_radius_equals_naive_interval_arithmetic():
+    """float32, the inference path (no gradient) against the whole-model reference."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    x = torch.rand(5, 1, 4, 4)
+    with torch.no_grad():
+        lo, hi = fastcert.ibp_bounds(net, x, 0.1, backend="torch")
+        nlo, nhi = reference_bounds(net, x, 0.1)
+    assert torch.allclose(lo, nlo, atol=1e-5) and torch.allclose(hi, nhi, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", NETS)
@@ -315,6 +388,36 @@ def test_crown_ibp_sound_and_tighter(name):
         torch.testing.assert_close(l0, net(x), rtol=1e-4, atol=1e-4)
 
 
+def test_spec_matrix_folding_on_margins():
+    """C = spec_matrix(y) (rows e_y - e_j): sound on sampled margins and tighter than the logit box by
+    more than 1e-4 somewhere."""
+    net, shape = _net("mlp_small")
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand((4, *shape), generator=g)
+    C = spec_matrix(torch.tensor([0, 1, 2, 3]), 5)
+    assert torch.equal(C, _margin_spec(torch.tensor([0, 1, 2, 3]), 5))
+    with torch.no_grad():
+        lo_c, hi_c = fastcert.ibp_bounds(net, x, 0.05, C=C)
+        lo, hi = fastcert.ibp_bounds(net, x, 0.05)
+        naive = torch.matmul(C.clamp(min=0), lo.unsqueeze(-1)).squeeze(-1) + \
+            torch.matmul(C.clamp(max=0), hi.unsqueeze(-1)).squeeze(-1)
+        z = _outputs(net, _samples(x, 0.05, 2000, g))
+        margins = torch.matmul(C.unsqueeze(0), z.unsqueeze(-1)).squeeze(-1)
+    assert torch.all(lo_c >= naive - 1e-5) and (lo_c > naive + 1e-4).any()
+    assert torch.all(margins >= lo_c - 1e-5) and torch.all(margins <= hi_c + 1e-5)
+
+
+def test_crown_ibp_tighter_than_ibp_on_margins():
+    net, shape = _net("mlp_small")
+    x = torch.rand((16, *shape), generator=torch.Generator().manual_seed(5))
+    C = spec_matrix(torch.zeros(16, dtype=torch.long), 5)
+    with torch.no_grad():
+        lo_i, _ = fastcert.ibp_bounds(net, x, 0.1, C=C)
+        lo_c, _ = fastcert.ibp_bounds(net, x, 0.1, C=C, method="crown-ibp")
+    assert (lo_c >= lo_i - 1e-5).float().mean() > 0.9
+    assert lo_c.mean() > lo_i.mean()
+
+
 def _ball_samples(x, eps, n, norm, g):
     """n points of the eps-ball (l2 or l1) around each x, clipped to [0, 1] (clipping towards x keeps
     them in the ball): (n, B, ...)."""
@@ -360,6 +463,19 @@ def test_per_sample_eps_equals_separate_calls():
             torch.testing.assert_close(hi[i:i + 1], b, rtol=1e-5, atol=1e-6)
 
 
+def test_per_sample_eps_and_gradients():
+    net, shape = _net("mlp_small")
+    x = torch.rand((3, *shape), generator=torch.Generator().manual_seed(12))
+    eps = torch.tensor([0.0, 0.05, 0.1])
+    lo, hi = fastcert.ibp_bounds(net, x, eps)
+    with torch.no_grad():
+        z = net(x)
+    assert torch.allclose(lo[0], z[0], atol=1e-5)
+    assert torch.all((hi - lo)[1] < (hi - lo)[2])
+    (hi - lo).sum().backward()
+    assert net[1].weight.grad is not None and torch.isfinite(net[1].weight.grad).all()
+
+
 def test_gradients_flow_through_torch_path():
     net, shape = _net("basic_blocks")
     net = net.double().train()
@@ -399,6 +515,8 @@ def test_unsupported_layers_named():
         fastcert.ibp_bounds(_named("body", Custom()), torch.rand(1, 4), 0.1)
     with pytest.raises(UnsupportedLayerError, match="Dropout"):
         fastcert.ibp_bounds(nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.5)).train(), torch.rand(2, 4), 0.1)
+    with pytest.raises(UnsupportedLayerError, match="Sigmoid"):
+        fastcert.ibp_bounds(nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.Sigmoid()), torch.rand(2, 4), 0.1)
     with pytest.raises(UnsupportedLayerError, match="padding_mode"):
         fastcert.ibp_bounds(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect")),
                             torch.rand(1, 1, 4, 4), 0.1)
@@ -433,6 +551,7 @@ def test_bad_input():
         (dict(method="crown"), ValueError, "method must be one of"),
         (dict(x_min=1.0, x_max=0.0), ValueError, "x_min <= x_max"),
         (dict(backend="triton", method="crown-ibp"), ValueError, "method='ibp'"),
+        (dict(backend="triton"), ValueError, "triton"),
     ]
     for kw, exc, msg in cases:
         args = dict(x=x, eps=0.1)

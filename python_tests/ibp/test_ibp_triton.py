@@ -1,11 +1,18 @@
-"""The Triton IBP kernels, in process under TRITON_INTERPRET=1, against the torch path.
+"""The Triton IBP kernels under TRITON_INTERPRET=1 against the torch path: in process (every layer type,
+odd tile sizes, the epilogue and input-box kernels), in a fresh interpreter with the flag set before
+anything is imported (the way a user runs it), and the dispatch rules (CPU tensors never reach a real
+Triton launch).
 
-fastcert.ibp.triton.kernels.build() sets TRITON_INTERPRET itself while it decorates the kernels, so these
-tests work whatever ran before them in the same process; the env var set here is what ibp_bounds
-checks before it lets CPU tensors reach a Triton launch."""
+fastcert.ibp.triton.kernels.build() sets TRITON_INTERPRET itself while it decorates the kernels, so the
+in-process tests work whatever ran before them in the same process; the env var set here is what
+ibp_bounds checks before it lets CPU tensors reach a Triton launch."""
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +20,12 @@ from torch import nn
 
 import fastcert
 from fastcert.ibp import Residual
+from fastcert.ibp.radius import spec_matrix
 from fastcert.models.zoo import BasicBlock, CifarResNet, Normalize
 
 pytest.importorskip("triton")
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -58,6 +68,10 @@ def _nets():
                                              Residual(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))),
                                              nn.ReLU(), Residual(nn.Sequential(), nn.Linear(8, 8)), nn.ReLU(),
                                              Residual(nn.Linear(8, 8)), nn.Linear(8, 3)), (5,)),
+        "mlp_wide": (nn.Sequential(nn.Flatten(), nn.Linear(50, 40), nn.ReLU(), nn.Linear(40, 33), nn.ReLU(),
+                                   nn.Linear(33, 7)), (50,)),
+        "conv_linear_bn1d": (nn.Sequential(nn.Conv2d(1, 3, 3, 1, 1), nn.ReLU(), nn.Flatten(), nn.Linear(48, 20),
+                                           nn.BatchNorm1d(20), nn.ReLU(), nn.Linear(20, 7)), (1, 4, 4)),
     }
 
 
@@ -82,8 +96,9 @@ def test_backends_agree(interpret, name, train_bn):
     with torch.no_grad():
         k = copy.deepcopy(net)(x).shape[1]
         C = torch.randn(B, 4, k, generator=g)
+        margins = spec_matrix(torch.randint(0, k, (B,), generator=g), k)
         for eps in (0.0, 0.02, torch.tensor([0.0, 0.01, 0.05])):
-            for spec in (None, C):
+            for spec in (None, C, margins):
                 a = fastcert.ibp_bounds(net, x, eps, C=spec, backend="torch")
                 b = fastcert.ibp_bounds(net, x, eps, C=spec, backend="triton")
                 assert _rel(a[0], b[0]) < 1e-5 and _rel(a[1], b[1]) < 1e-5, (eps, spec is None)
@@ -143,7 +158,7 @@ def test_dispatch_rules(monkeypatch):
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     x = torch.rand(2, 4)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):  # never a real launch with CPU tensors
+    with pytest.raises(ValueError, match="CUDA tensors.*TRITON_INTERPRET=1"):  # never a real launch with CPU tensors
         fastcert.ibp_bounds(net, x, 0.1, backend="triton")
     lo, hi = fastcert.ibp_bounds(net, x, 0.1)  # auto on the CPU: the torch path
     assert torch.all(lo <= hi)
@@ -152,3 +167,40 @@ def test_dispatch_rules(monkeypatch):
         fastcert.ibp_bounds(net, x, 0.1, backend="triton")
     with torch.no_grad(), pytest.raises(TypeError, match="float32"):
         fastcert.ibp_bounds(net.double(), x.double(), 0.1, backend="triton")
+
+
+SCRIPT = r"""
+import os
+os.environ["TRITON_INTERPRET"] = "1"
+import torch
+from torch import nn
+import fastcert
+from fastcert.ibp.radius import spec_matrix
+from fastcert.ibp import Residual
+
+torch.manual_seed(0)
+net = nn.Sequential(nn.Flatten(), nn.Linear(20, 24), nn.ReLU(),
+                    Residual(nn.Sequential(nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 24))), nn.ReLU(),
+                    nn.Linear(24, 7)).eval()
+x = torch.rand(4, 20)
+y = torch.randint(0, 7, (4,))
+worst = 0.0
+with torch.no_grad():
+    for C in (None, spec_matrix(y, 7)):
+        for eps in (0.0, 0.03, torch.linspace(0, 0.1, 4)):
+            a = fastcert.ibp_bounds(net, x, eps, C=C, backend="torch")
+            b = fastcert.ibp_bounds(net, x, eps, C=C, backend="triton")
+            for p, q in zip(a, b):
+                worst = max(worst, float(((p - q).abs() / (1 + p.abs())).max()))
+print("WORST", worst)
+"""
+
+
+def test_triton_interpreter_matches_torch_in_a_fresh_process(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    worst = float(r.stdout.split("WORST")[1])
+    assert worst < 1e-5

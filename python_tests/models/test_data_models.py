@@ -96,15 +96,17 @@ def test_fashion_mnist():
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_checkpoint_roundtrip(tmp_path, arch):
-    shape = (3, 32, 32) if arch in ("resnet20", "resnet110", "cnn7") else (1, 28, 28)
-    m = build_model(arch, shape, 10, mean=(0.5,) * shape[0], std=(0.25,) * shape[0]).eval()
+    shape = (3, 32, 32) if arch in ("resnet20", "resnet110", "cnn7", "resnet50") else (1, 28, 28)
+    kwargs = {"width": 8} if arch == "resnet50" else {}  # the same graph, 1/64 of the weights
+    m = build_model(arch, shape, 10, mean=(0.5,) * shape[0], std=(0.25,) * shape[0], **kwargs).eval()
     p = tmp_path / "m.pt"
     save_checkpoint(p, m, arch=arch, input_shape=shape, num_classes=10, mean=(0.5,) * shape[0],
-                    std=(0.25,) * shape[0], config={"sigma": 0.5})
+                    std=(0.25,) * shape[0], config={"sigma": 0.5}, arch_kwargs=kwargs)
     m2, meta = load_checkpoint(p)
     x = torch.rand(2, *shape)
     assert torch.allclose(m(x), m2(x))
     assert meta["arch"] == arch and meta["config"]["sigma"] == 0.5 and meta["input_shape"] == shape
+    assert meta["arch_kwargs"] == kwargs
 
 
 def test_checkpoint_errors(tmp_path):

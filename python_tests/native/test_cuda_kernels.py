@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import fastcert
-from fastcert import _core
+from fastcert import _core, _native
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU", allow_module_level=True)
@@ -117,3 +117,38 @@ def test_autocast_on_cuda_runs_in_half_precision():
     c16, _ = fastcert.Smooth(lin, 2, fastcert.Gaussian(0.01), device="cuda",
                              autocast=torch.bfloat16).sample_counts(x, 500, 100, seed=1)
     assert list(c32) == [0, 500] and list(c16) == [500, 0]
+
+
+def test_key_dev_replaces_seed_and_stream():
+    D, B = 300, 64
+    x = torch.rand(D, device="cuda")
+    ntype, scale, keep, K = fastcert.Gaussian(0.5).kernel_params()
+    want = torch.empty(B, D, device="cuda")
+    _native.sample_cuda(x, want, 2**64 - 3, 5, 1000, ntype, scale, keep, K)
+    got = torch.empty(B, D, device="cuda")
+    key = torch.tensor([2**64 - 3 - 2**64, 5], dtype=torch.int64, device="cuda")  # same 64 bits
+    ctr = torch.tensor([1000], dtype=torch.int64, device="cuda")
+    _native.sample_cuda(x, got, 0, 0, 0, ntype, scale, keep, K, start_dev=ctr, key_dev=key)
+    assert torch.equal(got, want)
+
+
+def test_cuda_graph_is_captured_once_and_serves_every_point():
+    graph = fastcert.Smooth(_mlp().cuda(), 10, fastcert.Gaussian(0.5), device="cuda", cuda_graph=True)
+    eager = fastcert.Smooth(_mlp().cuda(), 10, fastcert.Gaussian(0.5), device="cuda")
+    for i in range(3):
+        x = torch.rand(1, 8, 8)
+        assert graph.certify(x, 100, 5000, 0.001, 1000, seed=i) == eager.certify(x, 100, 5000, 0.001, 1000, seed=i)
+    assert len(graph._graphs) == 1
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_second_device_samples_on_its_own_device():
+    with torch.cuda.device(0):  # cuda:0 current, model and data on cuda:1
+        cpu = fastcert.Smooth(_mlp(), 10, fastcert.Gaussian(0.5))
+        for cuda_graph in (False, True):
+            s = fastcert.Smooth(_mlp().to("cuda:1"), 10, fastcert.Gaussian(0.5), device="cuda:1",
+                                cuda_graph=cuda_graph)
+            x = torch.rand(1, 8, 8)
+            c1, _ = s.sample_counts(x, 5000, 1000, seed=3)
+            c0, _ = cpu.sample_counts(x, 5000, 1000, seed=3)
+            assert c1.sum() == 5000 and np.abs(c1 - c0).sum() <= 10

@@ -10,7 +10,8 @@ from torch import nn
 
 import fastcert
 from fastcert.robustness.attacks import affine_relu_layers
-from fastcert.robustness.curves import RobustnessCurve, croce_mat_model, load_curve
+from fastcert.models.croce import croce_mat_model
+from fastcert.robustness.curves import RobustnessCurve, load_curve
 from fastcert.robustness.exact_mip import mip_min_perturbation
 from fastcert.models.zoo import build_model
 
@@ -246,15 +247,6 @@ def test_failed_attack_counts_as_inf():
         assert c.at(1e9, n) == 0.0
 
 
-def _has_ibp():
-    try:
-        from fastcert.ibp import ibp_bounds  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_ibp(), reason="IBP engine (fastcert.ibp.ibp_bounds) not available yet")
 def test_certified_band_below_attack(relu_model, digits):
     _, te = digits
     c = fastcert.curve(relu_model, te.x[:20], te.y[:20], norms=("l2", "linf"), restarts=1, steps=30, certified="ibp")

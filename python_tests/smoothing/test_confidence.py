@@ -17,10 +17,10 @@ from scipy import integrate, stats
 from scipy.special import expit
 
 import fastcert
-from fastcert.smoothing.confidence import (DEFAULT_RADII, MEASURES, ConfidenceLog, _cdf_bounds, _expectation_transform,
-                                 certified_accuracy_at_confidence, certify_confidence, confidence_bounds,
-                                 confidence_columns, confidence_values, dkw_epsilon, kumar_log_columns,
-                                 read_kumar_log)
+from fastcert.io.readers import ConfidenceLog, read_kumar_log
+from fastcert.smoothing.confidence import (DEFAULT_RADII, MEASURES, _cdf_bounds, _expectation_transform,
+                                           certified_accuracy_at_confidence, certify_confidence, confidence_bounds,
+                                           confidence_columns, confidence_values, dkw_epsilon, kumar_log_columns)
 
 DATA = os.environ.get("FASTCERT_SHARED_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
 KUMAR_LOGS = sorted(glob.glob(os.path.join(DATA, "kumar_*")))

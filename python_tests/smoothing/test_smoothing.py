@@ -40,6 +40,39 @@ def test_bad_counts_and_alpha():
         clopper_pearson_lower(11, 10, 0.1)
 
 
+def test_clopper_pearson_vectorized_equals_scalar():
+    rng = np.random.default_rng(1)
+    n = rng.integers(1, 10**6, size=300)
+    k = rng.integers(0, n + 1)
+    k[:20], k[20:40] = 0, n[20:40]
+    for a in (1e-4, 0.05):
+        lo, up = clopper_pearson_lower(k, n, a), clopper_pearson_upper(k, n, a)
+        assert lo.dtype == up.dtype == np.float64 and lo.shape == up.shape == k.shape
+        assert lo.tolist() == [clopper_pearson_lower(int(c), int(m), a) for c, m in zip(k, n)]
+        assert up.tolist() == [clopper_pearson_upper(int(c), int(m), a) for c, m in zip(k, n)]
+        assert np.all(lo[:20] == 0) and np.all(up[20:40] == 1)
+        two_lo, two_up = clopper_pearson(k, n, a)
+        np.testing.assert_array_equal(two_lo, clopper_pearson_lower(k, n, a / 2))
+        np.testing.assert_array_equal(two_up, clopper_pearson_upper(k, n, a / 2))
+    # broadcasting: per-class counts (N, C) against their row totals (N, 1)
+    counts = rng.integers(0, 40, size=(5, 4))
+    tot = counts.sum(axis=1)
+    up = clopper_pearson_upper(counts, tot[:, None], 0.01)
+    assert up.shape == (5, 4)
+    assert up[2, 3] == clopper_pearson_upper(int(counts[2, 3]), int(tot[2]), 0.01)
+    assert type(clopper_pearson_lower(3, 10, 0.1)) is float
+    with pytest.raises(ValueError, match="count"):
+        clopper_pearson_lower(np.array([3, 11]), 10, 0.1)
+    with pytest.raises(ValueError, match="n must"):
+        clopper_pearson_upper(np.array([0, 0]), np.array([1, 0]), 0.1)
+    with pytest.raises(ValueError, match="broadcast"):
+        clopper_pearson_lower(np.array([1, 2]), np.array([3, 4, 5]), 0.1)
+    with pytest.raises(TypeError, match="count"):
+        clopper_pearson_lower(np.array([1.0]), 10, 0.1)
+    with pytest.raises(TypeError, match="count"):
+        clopper_pearson_lower([1, 2], 10, 0.1)
+
+
 def test_linear_model_radius_sound_and_tight(halfspace):
     """Distance-to-hyperplane truth: certified radii never exceed it, and reach >= 90% of it on
     average at n = 100,000 (issue 2)."""

@@ -14,6 +14,7 @@ from fractions import Fraction as F
 import pytest
 
 from fastcert import cli
+from fastcert.io.readers import read_threshold_file
 from fastcert.smoothing import stratified
 from fastcert.smoothing import reference_stratified as ref
 
@@ -242,11 +243,11 @@ def test_threshold_file_round_trip_via_cli(tmp_path, capsys):
     assert cli.main(["threshold", "--alpha", "0.8", "--K", "255", "--max-radius", "12", "--out", str(out),
                      "--exact"]) == 0
     exact = stratified.threshold("0.8", 255, range(13))
-    assert stratified.read_threshold_file(out) == dict(enumerate(exact))
+    assert read_threshold_file(out) == dict(enumerate(exact))
     lines = out.read_text().splitlines()
     assert lines[0] == "radius\tthreshold\tfraction" and len(lines) == 14
     assert cli.main(["threshold", "--alpha", "4/5", "--K", "255", "--max-radius", "12", "--out", str(out)]) == 0
-    rounded = stratified.read_threshold_file(out)
+    rounded = read_threshold_file(out)
     assert out.read_text().splitlines()[0] == "radius\tthreshold"
     for r, t in enumerate(exact):
         assert 0 <= rounded[r] - t < F(1, 10 ** 20)
@@ -274,22 +275,22 @@ def test_cli_bad_input_one_line(argv, word, capsys):
 def test_read_paper_formats(tmp_path):
     f1 = tmp_path / "0.2.txt"  # ImageNet release: space-separated header, tab-separated rows
     f1.write_text("r   rho_r^{-1}(0.5) err\n0\t0.50000000000000000000\tNA\n1\t0.69686274509803921569\tNA\n")
-    assert stratified.read_threshold_file(f1) == {0: HALF, 1: F("0.69686274509803921569")}
+    assert read_threshold_file(f1) == {0: HALF, 1: F("0.69686274509803921569")}
     f2 = tmp_path / "0.9.txt"  # MNIST release: err column with a space inside
     f2.write_text("r\trho_r^{-1}(0.5)\terr\n0\t0.50000000000000000001\t1* 10^-20\n1\t0.94444444444444444445\t1* 10^-20\n")
-    got = stratified.read_threshold_file(f2)
+    got = read_threshold_file(f2)
     assert got == {0: F("0.50000000000000000001"), 1: F("0.94444444444444444445")}
     f3 = tmp_path / "plain.txt"
     f3.write_text("0 0.5\n\n1 0.875\n# comment\n2 0.97\n")
-    assert stratified.read_threshold_file(f3) == {0: HALF, 1: F(7, 8), 2: F(97, 100)}
+    assert read_threshold_file(f3) == {0: HALF, 1: F(7, 8), 2: F(97, 100)}
     with pytest.raises(FileNotFoundError):
-        stratified.read_threshold_file(tmp_path / "missing.txt")
+        read_threshold_file(tmp_path / "missing.txt")
     for bad in ["", "radius\tthreshold\n", "0 0.5\n0 0.6\n", "0 x\n", "0 1.5\n", "-1 0.5\n",
                 "radius\tthreshold\tfraction\n0\t0.6\t1/2\n"]:
         f = tmp_path / "bad.txt"
         f.write_text(bad)
         with pytest.raises(ValueError):
-            stratified.read_threshold_file(f)
+            read_threshold_file(f)
 
 
 def _independent_acc(ps, correct, ts, r):

@@ -14,21 +14,28 @@ Then P_x(A) = 1 - beta alpha^2 = 0.957333..., P_x'(A) = 1 - alpha^3 = 0.488 < 1/
 threshold rho_1^{-1}(1/2) = 0.958333... lies just above P_x(A): a certificate of l0 radius >= 1 is
 wrong (x' is not classified A by the smoothed classifier), and it is issued exactly when the lower
 confidence bound exceeds a value 0.001 above the true probability. Tight by construction.
+
+Mildly unsound control: the Clopper-Pearson bound at level 2 alpha (monkeypatched into
+fastcert.smoothing.smooth); its exact failure rate follows from the binomial law of the count of A.
 """
 from __future__ import annotations
 
 from fractions import Fraction
 
-import pytest
+import numpy as np
 import torch
+from scipy.stats import beta as sp_beta
+from scipy.stats import binom
 
 import fastcert
 import fastcert.smoothing.smooth as smoothing
+from fastcert.stats import clopper_pearson_lower
 
 KEEP, K = Fraction(4, 5), 3
-ALPHA = 0.2
+ALPHA = 0.1
+CTRL = 2  # control: Clopper-Pearson at 2 alpha
 N0, N = 20, 200
-TRIALS = {"fast": 1500, "full": 40000}
+TRIALS = {"fast": 1200, "full": 3000}
 
 
 class WorstCase(torch.nn.Module):
@@ -56,6 +63,29 @@ def worst_case_threshold_r1():
     return at_x + (Fraction(1, 2) - at_xp) * beta / KEEP
 
 
+def failure_rate(level, n0=N0, n=N):
+    """Exact P(wrong) at Clopper-Pearson level ``level``: A selected (at least half of the n0 votes; ties go to class 0)
+    and its lower bound above rho_1^{-1}(1/2) (radius >= 1), or class 1 selected and certified.
+    scipy's beta quantile and the hand-computed threshold, not fastcert's."""
+    p_x = float(exact_probabilities()[0])
+    thr = float(worst_case_threshold_r1())
+    k = np.arange(n + 1)
+    lower = np.where(k > 0, sp_beta.ppf(level, np.maximum(k, 1), n - k + 1), 0.0)
+    sel_a = binom.cdf(n0 // 2, n0, 1 - p_x)  # class 1 gets at most half (ties go to A): A is selected
+    return sel_a * binom.pmf(k, n, p_x)[lower > thr].sum() + (1 - sel_a) * binom.pmf(k, n, 1 - p_x)[lower >= 0.5].sum()
+
+
+def sizing_rows():
+    return [("discrete_certify_l0", TRIALS, ALPHA, failure_rate(ALPHA), failure_rate(CTRL * ALPHA))]
+
+
+def test_sizing(decision):
+    for case, trials, a_ref, a_sound, a_ctrl in sizing_rows():
+        assert a_sound <= a_ref, case
+        s = decision.sizing(trials["full"], a_ref, a_ctrl)
+        assert s["pass"] >= 1 - decision.P_FALSE_ALARM and s["power"] >= decision.MIN_POWER, (case, s)
+
+
 def test_case_is_tight_and_threshold_exact():
     p_x, p_xp = exact_probabilities()
     thr = fastcert.threshold(KEEP, K, [1])[0]
@@ -66,8 +96,8 @@ def test_case_is_tight_and_threshold_exact():
 
 def test_discrete_certify_l0(mode, variant, judge, monkeypatch):
     p_x, _ = exact_probabilities()
-    if variant == "unsound":
-        monkeypatch.setattr(smoothing, "clopper_pearson_lower", lambda k, n, a: k / n)
+    if variant == "control":
+        monkeypatch.setattr(smoothing, "clopper_pearson_lower", lambda k, n, a: clopper_pearson_lower(k, n, CTRL * a))
     sm = fastcert.Smooth(WorstCase(), 2, fastcert.Discrete(KEEP, K))
     x = torch.zeros(3)
     # sanity: the kernel's noise gives the computed probability of A

@@ -7,6 +7,16 @@ smallest |t| at which it falls out of the top k; we find it by a dense scan plus
 independently of fastcert. Gaussian k = 2: class 0 leaves the top 2 when the right class 2 overtakes
 it (class 1 stays on top), the case in which Jia et al.'s bound is exact: R = (a + b)/2 - x_0.
 Laplace k = 1 with two classes: Teng et al.'s l1 radius, exact for a half-line.
+
+Mildly unsound control: the simultaneous Clopper-Pearson bounds at CTRL times their level (topk's
+clopper_pearson_lower/upper called with CTRL * a; one change). Dropping the Bonferroni factor (CTRL = C) is
+NOT unsound on these cases: with C = 2 and k = 1 the lower bound of the label and the upper bound of
+the other class are one event (the other count is n minus the label's), and for the Gaussian k = 2
+case the radius adds the errors of two bounds, so each bound at alpha still fails less often than
+alpha (simulated: 0.117 at alpha = 0.2). The controls are therefore 5x the level (Gaussian, alpha =
+0.2; per-bound level 1/3) and 4x (Laplace, alpha = 0.1; per-bound level 0.2); their failure rates
+CTRL_RATE_SIM come from a simulation with multinomial counts (40,000 runs, see SOUNDNESS.md). The
+Gaussian control needs 2,000 trials (17 ms each), so it runs in full mode only.
 """
 from __future__ import annotations
 
@@ -22,9 +32,12 @@ from scipy.stats import norm as sp_norm
 import fastcert
 import fastcert.smoothing.topk as topk
 
-ALPHA = 0.2
 N0, N = 30, 300
-TRIALS = {"fast": 1000, "full": 20000}
+# per case: alpha, control factor on the bounds' level, trials per mode, simulated sound / control rates
+SETUP = {"gaussian-k2": {"alpha": 0.2, "ctrl": 5, "trials": {"fast": 150, "full": 2000}},
+         "laplace-k1": {"alpha": 0.1, "ctrl": 4, "trials": {"fast": 300, "full": 1000}}}
+SOUND_RATE_SIM = {"gaussian-k2": 0.0200, "laplace-k1": 0.0479}
+CTRL_RATE_SIM = {"gaussian-k2": 0.2434, "laplace-k1": 0.1902}
 
 
 class Slabs(torch.nn.Module):
@@ -91,19 +104,35 @@ def test_truth_matches_closed_forms():
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_certify_topk(case, mode, variant, judge, monkeypatch):
     noise, cuts, k, cdf = CASES[case]
-    if variant == "unsound":  # point estimates in place of the simultaneous Clopper-Pearson bounds
-        monkeypatch.setattr(topk, "_cp_lower", lambda kk, n, a: np.asarray(kk, float) / np.asarray(n, float))
-        monkeypatch.setattr(topk, "_cp_upper", lambda kk, n, a: np.asarray(kk, float) / np.asarray(n, float))
+    alpha, ctrl = SETUP[case]["alpha"], SETUP[case]["ctrl"]
+    if variant == "control":  # the simultaneous Clopper-Pearson bounds at ctrl times their level
+        if mode == "fast" and case == "gaussian-k2":
+            pytest.skip("this control needs 2,000 trials: full mode only (-m slow)")
+        lower, upper = topk.clopper_pearson_lower, topk.clopper_pearson_upper
+        monkeypatch.setattr(topk, "clopper_pearson_lower", lambda kk, n, a: lower(kk, n, ctrl * a))
+        monkeypatch.setattr(topk, "clopper_pearson_upper", lambda kk, n, a: upper(kk, n, ctrl * a))
     C = len(cuts) + 1
     truth = {c: true_topk_radius(cdf, cuts, 0.0, c, k) for c in range(C)}
     sm = fastcert.Smooth(Slabs(cuts), C, noise)
     x = torch.tensor([0.0, 0.5])
-    trials = TRIALS[mode]
+    trials = SETUP[case]["trials"][mode]
     wrong = informative = 0
     for s in range(trials):
-        cert = sm.certify_topk(x, k, N0, N, ALPHA, 512, seed=s)
+        cert = sm.certify_topk(x, k, N0, N, alpha, 512, seed=s)
         radii = cert.extra["class_radii"]
         informative += any(r > 0 for r in radii.values())
         wrong += any(r > truth[c] * (1 + 1e-9) for c, r in radii.items())
     assert informative > trials // 2
-    judge(wrong, trials, ALPHA, variant, case=case, truth=truth)
+    judge(wrong, trials, alpha, variant, case=case, truth=truth)
+
+
+def sizing_rows():
+    return [(f"certify_topk {case}", st["trials"], st["alpha"], SOUND_RATE_SIM[case], CTRL_RATE_SIM[case])
+            for case, st in sorted(SETUP.items())]
+
+
+def test_sizing(decision):
+    for case, trials, a_ref, a_sound, a_ctrl in sizing_rows():
+        assert a_sound <= a_ref, case
+        s = decision.sizing(trials["full"], a_ref, a_ctrl)
+        assert s["pass"] >= 1 - decision.P_FALSE_ALARM and s["power"] >= decision.MIN_POWER, (case, s)

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("fastcert.ibp")
-
 from fastcert.training.certified import eps_schedule, evaluate_certified, ibp_init, robust_loss, train_certified
 from fastcert.ibp.radius import certified_radius, margin_lower_bounds, spec_matrix
 from fastcert.data import load_dataset  # noqa: E402

@@ -200,7 +200,7 @@ def test_noise_bad_scale(cls, value):
 @given(alpha=st.one_of(st.floats().filter(lambda v: not 0 < v < 1), st.just(math.nan), not_numbers),
        K=st.integers(1, 255))
 def test_discrete_bad_keep(alpha, K):
-    raises_naming(lambda: fastcert.Discrete(alpha, K), "alpha")
+    raises_naming(lambda: fastcert.Discrete(alpha, K), "keep")
 
 
 @SETTINGS

@@ -40,9 +40,18 @@ class _Runner:
 
     # -- launchers ----------------------------------------------------------------------------
     def box(self, x, eps, x_min, x_max, scale, shift):
+        # x: (B, C, ...) float32, eps: (B,) float32, scale/shift: (1,) or (C,) float32 -> (B, 2C, ...)
+        _check_launch("x", x, min_dim=2, contiguous=False)
         B = x.shape[0]
         per = x[0].numel()
         C = scale.numel()  # 1 (no affine, or a scalar one) or the channel count
+        _check_launch("eps", eps, device=x.device, contiguous=False)
+        if eps.numel() != B:
+            raise ValueError(f"eps: one budget per sample is needed, got {eps.numel()} for a batch of {B}")
+        _check_launch("scale", scale, device=x.device, contiguous=False)
+        _check_launch("shift", shift, device=x.device, contiguous=False)
+        if C not in (1, x.shape[1]) or shift.numel() != C:
+            raise ValueError(f"scale/shift: 1 or {x.shape[1]} (channel) entries each, got {C} and {shift.numel()}")
         S = per // C
         y = torch.empty((B, 2 * per), dtype=torch.float32, device=x.device)
         total = x.numel()
@@ -53,8 +62,22 @@ class _Runner:
         return y.view(B, 2 * x.shape[1], *x.shape[2:])
 
     def epilogue(self, y, scale=None, shift=None, add=None, relu=False, out=None):
+        # y: (B, 2C, ...) stacked [centers | radii] float32, contiguous; scale/shift: (C,); add, out: like y
+        _check_launch("y", y, min_dim=2)
         B, C2 = y.shape[0], y.shape[1]
+        if C2 % 2:
+            raise ValueError(f"y: the stacked [centers | radii] layout needs an even dim 1, got shape {tuple(y.shape)}")
         C = C2 // 2
+        for name, t in (("scale", scale), ("shift", shift)):
+            if t is not None:
+                _check_launch(name, t, device=y.device)
+                if t.numel() != C:
+                    raise ValueError(f"{name}: {C} (channel) entries needed, got {t.numel()}")
+        for name, t in (("add", add), ("out", out)):
+            if t is not None:
+                _check_launch(name, t, device=y.device)
+                if t.shape != y.shape:
+                    raise ValueError(f"{name}: shape {tuple(t.shape)} differs from y's {tuple(y.shape)}")
         S = y[0].numel() // C2
         total = B * C * S
         out = y if out is None else out
@@ -67,9 +90,20 @@ class _Runner:
         return out
 
     def linear(self, y, m, scale, shift, relu):
+        # y: (M, 2K) stacked float32 (unit inner stride), W: (N, K), scale/shift: (N,) -> (M, 2N)
+        _check_launch("y", y, min_dim=2, contiguous=False)
+        if y.dim() != 2 or y.shape[1] % 2 or y.stride(1) != 1:
+            raise ValueError(f"y: a (M, 2K) stacked tensor with unit inner stride is needed, got shape "
+                             f"{tuple(y.shape)}, strides {y.stride()}")
         M, K2 = y.shape
         K = K2 // 2
         N = m.weight.shape[0]
+        if tuple(m.weight.shape) != (N, K):
+            raise ValueError(f"y: {K} input features, but the Linear weight has shape {tuple(m.weight.shape)}")
+        for name, t in (("scale", scale), ("shift", shift)):
+            _check_launch(name, t, device=y.device, contiguous=False)
+            if t.numel() != N:
+                raise ValueError(f"{name}: {N} (output) entries needed, got {t.numel()}")
         out = torch.empty((M, 2 * N), dtype=torch.float32, device=y.device)
         w = m.weight.detach().contiguous()
         wa = abs_weight(m).contiguous()
@@ -161,6 +195,21 @@ class _Runner:
         if add is not None or relu_end:
             y = self.epilogue(y, add=add, relu=relu_end, out=torch.empty_like(y))
         return y
+
+
+def _check_launch(name: str, t, device=None, min_dim: int = 1, contiguous: bool = True) -> None:
+    """The launchers' input check: a float32 tensor (on ``device``), at least ``min_dim``-D, contiguous
+    unless told otherwise. ValueError / TypeError naming the argument; a wrong shape never reaches a kernel."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: a torch.Tensor is needed, got {type(t).__name__}")
+    if t.dtype != torch.float32:
+        raise TypeError(f"{name}: float32 is needed, got {t.dtype}")
+    if t.dim() < min_dim:
+        raise ValueError(f"{name}: at least {min_dim}-D is needed, got shape {tuple(t.shape)}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name}: on {t.device}, the other inputs on {device}")
+    if contiguous and not t.is_contiguous():
+        raise ValueError(f"{name}: must be contiguous")
 
 
 def triton_cdiv(a: int, b: int) -> int:
