@@ -104,6 +104,123 @@ def fixed_results(dataset: str, points: int, batch: int):
     return rows
 
 
+def wald_bound(p_a: float, r: float, alpha: float = ALPHA) -> float:
+    """Wald's lower bound on the expected samples of any alpha-level test certifying radius r at
+    p_A: log(1/alpha) / KL(p_A || Phi(r / sigma)) (0 when p_A is not above the threshold)."""
+    from scipy.stats import norm
+
+    t = float(norm.cdf(r / SIGMA)) if r > 0 else 0.5
+    p = min(max(p_a, 1e-12), 1.0)
+    if p <= t:
+        return 0.0
+    kl = p * math.log(p / t) + ((1 - p) * math.log((1 - p) / (1 - t)) if p < 1 else 0.0)
+    return math.log(1.0 / alpha) / kl
+
+
+def _fixed_decisions(row, radii):
+    return [bool(row["predict"] != -1 and row["radius"] >= r) for r in radii]
+
+
+def simulate(rows, variants, radii=RADII, reps=4, seed=0, d=784):
+    """Each variant's total estimation samples and decision differences vs the fixed-n rows, with the
+    top class of the fixed run as cA and its p_A = k / 100,000 as the truth (binomial draws per look;
+    the same SequentialState as the engine). Returns {name: dict}."""
+    from fastcert.smoothing import sequential as sq
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    noise = fastcert.Gaussian(SIGMA)
+    for name, kw in variants.items():
+        mode = kw.get("mode", "radii")
+        opts = dict(first_n=kw.get("first_n", 128), growth=kw.get("growth", 2.0), final_share=kw.get("final_share", 0.5),
+                    spending=kw.get("spending", "uniform"), futility=kw.get("futility"), tol=kw.get("tol", 0.05))
+        plan = sq.SequentialPlan(noise, d, ALPHA, N_FIXED, mode, list(radii) if mode == "radii" else None, **opts)
+        passes = diff = dec = 0
+        radius_sum = 0.0
+        for row in rows:
+            p = row["k_top"] / N_FIXED
+            fixed = _fixed_decisions(row, radii)
+            for _ in range(reps):
+                st = sq.SequentialState(plan)
+                k = n = 0
+                for n_k in plan.looks:
+                    k += int(rng.binomial(n_k - n, p))
+                    n = n_k
+                    if st.look(k, n):
+                        break
+                passes += N0 + n
+                r_now = plan.radius(st.best_lower)
+                mine = [bool(r_now >= r) for r in radii]
+                diff += sum(a != b for a, b in zip(mine, fixed))
+                dec += len(radii)
+                radius_sum += max(r_now, 0.0) if row["top"] == row["label"] else 0.0
+        out[name] = {"passes_per_point": passes / (reps * len(rows)), "decisions_different": diff / dec,
+                     "acr": radius_sum / (reps * len(rows)), **kw}
+    return out
+
+
+def run_engine(dataset, points, batch, **kw):
+    """The batched engine (certify_many_sequential) over the first ``points`` test points (seed = index):
+    (certificates, wall seconds)."""
+    from fastcert.smoothing.sequential import certify_many_sequential
+
+    smooth = fastcert.Smooth(trained_model(dataset=dataset), 10, fastcert.Gaussian(SIGMA))
+    test = fastcert.load_dataset(dataset, "test")
+    t = time.perf_counter()
+    certs = certify_many_sequential(smooth, [test.x[i] for i in range(points)], list(range(points)), N0, ALPHA, batch,
+                                    max_n=N_FIXED, **kw)
+    return certs, time.perf_counter() - t
+
+
+def compare(dataset, fixed, certs, radii):
+    """Passes, decision differences, certified accuracy (r = 0 included) and Wald's bound."""
+    pts = len(certs)
+    fixed = fixed[:pts]
+    diff = 0
+    acc_seq = {r: 0 for r in (0.0, *radii)}
+    acc_fix = {r: 0 for r in (0.0, *radii)}
+    wald = 0.0
+    for row, c in zip(fixed, certs):
+        f = _fixed_decisions(row, radii)
+        m = [bool(c.prediction != -1 and c.radius >= r) for r in radii]
+        diff += sum(a != b for a, b in zip(f, m))
+        for r in acc_seq:
+            acc_seq[r] += int(c.prediction == row["label"] and c.radius >= r)
+            acc_fix[r] += int(row["predict"] == row["label"] and row["radius"] >= r)
+        p = row["k_top"] / N_FIXED
+        # the fewest samples any alpha-level test needs to settle the largest target p_A exceeds
+        above = [r for r in (0.0, *radii) if wald_bound(p, r) > 0]
+        wald += N0 + (wald_bound(p, max(above)) if above else 0.0)
+    seq_passes = sum(c.n_used for c in certs)
+    fix_passes = sum(r["n_used"] for r in fixed)
+    return {"points": pts, "passes_fixed": fix_passes, "passes_seq": seq_passes,
+            "passes_saved": fix_passes / max(seq_passes, 1),
+            "decisions_different": diff / (pts * len(radii)),
+            "certified_accuracy_fixed": {f"{r:g}": v / pts for r, v in acc_fix.items()},
+            "certified_accuracy_seq": {f"{r:g}": v / pts for r, v in acc_seq.items()},
+            "acr_fixed": float(np.mean([r["radius"] if r["predict"] == r["label"] else 0.0 for r in fixed])),
+            "acr_seq": float(np.mean([c.radius if c.prediction == row["label"] else 0.0
+                                      for row, c in zip(fixed, certs)])),
+            "wald_passes": wald}
+
+
+def study(dataset, points, batch, variant: dict, adaptive: dict):
+    fixed = fixed_results(dataset, points, batch)
+    res = {"dataset": dataset, "points": points, "variant": variant, "adaptive": adaptive}
+    fixed_seconds = sum(r["seconds"] for r in fixed[:points])
+    for name, radii in (("three_radii", RADII), ("one_radius", RADII[:1])):
+        certs, sec = run_engine(dataset, points, batch, radii=list(radii), **variant)
+        res[name] = compare(dataset, fixed, certs, radii)
+        res[name].update(seconds_seq=sec, seconds_fixed=fixed_seconds, wall_saved=fixed_seconds / sec)
+        print(name, json.dumps(res[name]), flush=True)
+    certs, sec = run_engine(dataset, points, batch, mode="adaptive", **adaptive)
+    res["adaptive_result"] = compare(dataset, fixed, certs, RADII)
+    res["adaptive_result"].update(seconds_seq=sec, seconds_fixed=fixed_seconds)
+    print("adaptive", json.dumps(res["adaptive_result"]), flush=True)
+    (OUT / f"study_{dataset}.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
 # ------------------------------------------------------------------------------ pytest-benchmark
 def _bench_setup():
     model = trained_model("mlp")
@@ -131,7 +248,35 @@ if __name__ == "__main__":
     p.add_argument("--points", type=int, default=100)
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--fixed-only", action="store_true")
+    p.add_argument("--simulate", action="store_true", help="compare the test variants by simulation")
+    p.add_argument("--variant", default="{}", help="JSON options of the sequential test (radii mode)")
+    p.add_argument("--adaptive", default='{"tol": 0.05}', help="JSON options of the adaptive mode")
     a = p.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     if a.fixed_only:
         fixed_results(a.dataset, a.points, a.batch)
+    elif a.simulate:
+        rows = json.loads((OUT / f"fixed_{a.dataset}.json").read_text())[:a.points]
+        d = int(np.prod(SHAPES[a.dataset]))
+        variants = json.loads(a.variant) if a.variant != "{}" else {
+            "g2 uniform (issue 11 + r=0)": {},
+            "g1.5 uniform": {"growth": 1.5},
+            "g1.25 uniform": {"growth": 1.25},
+            "g1.5 power": {"growth": 1.5, "spending": "power"},
+            "g1.25 power": {"growth": 1.25, "spending": "power"},
+            "g1.5 uniform fut0.01": {"growth": 1.5, "futility": 0.01},
+            "g1.25 power fut0.01": {"growth": 1.25, "spending": "power", "futility": 0.01},
+            "g1.25 power fut0.05": {"growth": 1.25, "spending": "power", "futility": 0.05},
+            "g1.25 power share0.25 fut0.01": {"growth": 1.25, "spending": "power", "final_share": 0.25,
+                                              "futility": 0.01},
+        }
+        res = simulate(rows, variants, d=d)
+        one = simulate(rows, {k: v for k, v in variants.items()}, radii=RADII[:1], d=d)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / f"simulate_{a.dataset}.json").write_text(json.dumps({"three": res, "one": one}, indent=1))
+        for name in res:
+            print(f"{name:34s} 3 radii: {res[name]['passes_per_point']:9.0f} passes/pt "
+                  f"{100 * res[name]['decisions_different']:5.2f}% diff | 1 radius: "
+                  f"{one[name]['passes_per_point']:8.0f} {100 * one[name]['decisions_different']:5.2f}%")
+    else:
+        study(a.dataset, a.points, a.batch, json.loads(a.variant), json.loads(a.adaptive))

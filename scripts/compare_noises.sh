@@ -12,10 +12,10 @@ declare -A SCALE=(
   [uniform]=$(python3 -c "print($SIGMA * 3 ** 0.5)")
 )
 for m in gaussian laplace uniform; do
-  python3 -m fastcert.cli train --dataset fashion-mnist --arch lenet --method $m --sigma "${SCALE[$m]}" \
+  fastcert train --dataset fashion-mnist --arch lenet --method $m --sigma "${SCALE[$m]}" \
     --epochs "$EPOCHS" --batch 256 --quiet --out "$OUT/fm_$m.pt"
-  python3 -m fastcert.cli certify --model "$OUT/fm_$m.pt" --dataset fashion-mnist --noise $m --sigma "${SCALE[$m]}" \
+  fastcert certify --model "$OUT/fm_$m.pt" --dataset fashion-mnist --noise $m --sigma "${SCALE[$m]}" \
     --n0 100 --n "$N" --alpha 0.001 --skip "$SKIP" --quiet --out "$OUT/fm_$m.tsv"
 done
-python3 -m fastcert.cli analyze "$OUT"/fm_gaussian.tsv "$OUT"/fm_laplace.tsv "$OUT"/fm_uniform.tsv \
+fastcert analyze "$OUT"/fm_gaussian.tsv "$OUT"/fm_laplace.tsv "$OUT"/fm_uniform.tsv \
   --labels gaussian,laplace,uniform --column radius_l2 --compare "$OUT/fm_noises"

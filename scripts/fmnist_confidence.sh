@@ -6,12 +6,12 @@ set -euo pipefail
 OUT=${1:-runs/confidence}; SIGMA=${2:-0.25}; EPOCHS=${3:-3}; SKIP=${4:-50}; N=${5:-10000}
 mkdir -p "$OUT"
 if [ ! -f "$OUT/fm_gaussian.pt" ]; then
-  python3 -m fastcert.cli train --dataset fashion-mnist --arch lenet --method gaussian --sigma "$SIGMA" \
+  fastcert train --dataset fashion-mnist --arch lenet --method gaussian --sigma "$SIGMA" \
     --epochs "$EPOCHS" --batch 256 --quiet --out "$OUT/fm_gaussian.pt"
 fi
 for measure in score margin; do
-  python3 -m fastcert.cli certify --model "$OUT/fm_gaussian.pt" --dataset fashion-mnist --sigma "$SIGMA" \
+  fastcert certify --model "$OUT/fm_gaussian.pt" --dataset fashion-mnist --sigma "$SIGMA" \
     --confidence-measure $measure --radii 0,0.25,0.5,0.75,1.0,1.25,1.5 --n0 100 --n "$N" --alpha 0.001 \
     --skip "$SKIP" --quiet --out "$OUT/fm_$measure.tsv"
-  python3 -m fastcert.cli analyze "$OUT/fm_$measure.tsv" --plot "$OUT/fm_confidence_$measure.png"
+  fastcert analyze "$OUT/fm_$measure.tsv" --confidence-measure $measure --plot "$OUT/fm_confidence_$measure.png"
 done

@@ -91,6 +91,32 @@ def analyze(paths, radii=DEFAULT_RADII, column: str = "radius", plot=None, label
     return text
 
 
+def forward_passes(paths) -> str:
+    """One line per log that has an ``n_used`` column: the forward passes of the run (selection
+    included) next to what fixed n would have used on the same points (n0 + n per point, from the
+    log's settings sidecar ``<log>.json``; unknown without it)."""
+    import json
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    lines = []
+    for p in paths:
+        lg = read_log(p)
+        if "n_used" not in lg:
+            continue
+        used = int(np.sum(lg["n_used"].astype(np.int64))) if lg["_n"] else 0
+        meta = Path(str(p) + ".json")
+        line = f"{Path(p).name}: forward passes {used:,} over {lg['_n']} points"
+        try:
+            settings = json.loads(meta.read_text())
+            fixed = int(lg["_n"]) * (int(settings["n0"]) + int(settings["n"]))
+            line += f"; fixed n = {settings['n']:,} would use {fixed:,} ({fixed / max(used, 1):.1f}x)"
+        except (OSError, ValueError, KeyError, TypeError):
+            line += "; fixed n unknown (no settings sidecar with n0 and n)"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def plot_curves(logs, labels, path, column="radius", title=None):
     import matplotlib
 

@@ -46,7 +46,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from fastcert.analysis.tables import analyze, plot_compare
+    from fastcert.analysis.tables import analyze, forward_passes, plot_compare
 
     radii = _floats(args.radii if args.radii is not None else
                     DEFAULT_L0_RADII if args.thresholds else DEFAULT_RADII, "--radii")
@@ -96,6 +96,9 @@ def run(args) -> int:
     if labels is not None and len(labels) != len(args.logs):
         raise CliError("--labels must have one label per log")
     print(analyze(args.logs, radii, column=args.column, plot=args.plot, labels=labels))
+    passes = forward_passes(args.logs)
+    if passes:
+        print(passes)
     if args.plot:
         print(f"wrote {args.plot}")
     if args.compare:

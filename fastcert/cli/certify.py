@@ -102,6 +102,13 @@ def run(args) -> int:
     mine = indices[rank::world]
     with LogWriter(out, columns, settings) as log:
         todo = [i for i in mine if i not in log.done]
+        if hasattr(certify_one, "many"):  # --sequential / --adaptive: many points per forward batch
+            with tqdm(desc=f"certify[{rank}/{world}]" if world > 1 else "certify", disable=args.quiet,
+                      initial=len(mine) - len(todo), total=len(mine)) as bar:
+                for _, row in certify_one.many(data, todo, args.seed):
+                    log.write(row)
+                    bar.update()
+            todo = []
         for i in tqdm(todo, desc=f"certify[{rank}/{world}]" if world > 1 else "certify", disable=args.quiet,
                       initial=len(mine) - len(todo), total=len(mine)):
             x, label = data.x[i], int(data.y[i])
@@ -171,14 +178,34 @@ def _mode_handlers(mode, args, smooth, radii):
     if mode in ("sequential", "adaptive"):
         tags = [f"certified_{_radius_tag(r)}" for r in (radii or [])] if mode == "sequential" else []
 
-        def one(x, label, seed):
-            cert = smooth.certify(x, args.n0, args.n, args.alpha, args.batch, seed=seed, sequential=True,
-                                  max_n=args.n, radii=radii if mode == "sequential" else None,
-                                  mode="radii" if mode == "sequential" else "adaptive")
+        def fields(cert, label):
             row = standard_fields(cert, label)
             for r, tag in zip(radii or [], tags):
                 row[tag] = int(bool(cert.certified and cert.certified.get(float(r))) and cert.prediction == label)
             return row
+
+        def one(x, label, seed):
+            cert = smooth.certify(x, args.n0, args.n, args.alpha, args.batch, seed=seed, sequential=True,
+                                  max_n=args.n, radii=radii if mode == "sequential" else None,
+                                  mode="radii" if mode == "sequential" else "adaptive")
+            return fields(cert, label)
+
+        def many(data, todo, base_seed):
+            """(idx, row) as each point finishes; the points share forward batches (each row is identical
+            to certifying that point alone; time = its share of the batches' wall time)."""
+            from fastcert.io.logs import format_time
+            from fastcert.smoothing.sequential import iter_certify_sequential
+
+            certs = iter_certify_sequential(smooth, (data.x[i] for i in todo), (derive_seed(base_seed, i) for i in todo),
+                                            args.n0, args.alpha, args.batch, max_n=args.n,
+                                            radii=radii if mode == "sequential" else None,
+                                            mode="radii" if mode == "sequential" else "adaptive")
+            for pos, cert in certs:
+                i = todo[pos]
+                row = fields(cert, int(data.y[i]))
+                row.update(idx=i, label=int(data.y[i]), time=format_time(cert.extra["seconds"]))
+                yield i, row
+        one.many = many
         return STANDARD_COLUMNS + tags, one
     if mode == "topk":
         cols = ["idx", "label", "predict", "radius", "correct", "time", "p_lower", "n_used", "k"]

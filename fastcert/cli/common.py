@@ -263,9 +263,9 @@ def load_model(spec, device="cpu"):
     """The model named by ``--model`` -> (nn.Module in eval mode, metadata dict)."""
     if spec is None:
         raise CliError("--model is required (a checkpoint written by `train`)")
-    from fastcert.models.checkpoint import load_checkpoint
+    from fastcert.models.loading import load_model as load
 
-    return load_checkpoint(spec, device=device)
+    return load(spec, device=device)
 
 
 def check_input_shape(data, meta, dataset: str, model: str) -> None:

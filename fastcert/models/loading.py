@@ -271,6 +271,10 @@ def _from_export(path, names):
     if bad:
         raise ValueError(f"model: refusing to load {path}: it holds pickled objects ({bad[0]}) that could run "
                          "code when read; nothing in it was run")
+    if tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2]) < (2, 6):
+        # older torch has no TORCH_FORCE_WEIGHTS_ONLY_LOAD, so torch.export.load could unpickle freely
+        raise ValueError(f"model: loading a torch.export program ({path}) safely needs torch >= 2.6, "
+                         f"this is {torch.__version__}")
     program = _guard(path, lambda: torch.export.load(str(path)))
     meta = {"format": "torch.export"}
     args = (program.example_inputs or ((), {}))[0]

@@ -1,8 +1,10 @@
 """Noise families for randomized smoothing: sampling parameters and certified-radius formulas.
 
-Each noise knows (a) how the compiled kernels sample it and (b) the radius it certifies from a lower
-bound ``p`` on the top-class probability of the smoothed classifier, in its own norm and, derived
-through norm inequalities, in the other norms. Conventions:
+Each noise knows (a) how the compiled kernels sample it (``kernel_params``), (b) the same distribution
+written once in torch (``sample_torch``: the reference path and noise-augmentation training) and
+(c) the radius it certifies from a lower bound ``p`` on the top-class probability of the smoothed
+classifier, in its own norm (``radius``) and, derived through norm inequalities, in the other norms
+(``radii``; ``derived_radii`` from the own-norm radius alone). Conventions:
 
 * continuous norms (l1, l2, linf): a radius R certifies every perturbation with ||delta|| < R
   (Cohen et al.'s open ball); 0 means nothing beyond x itself;

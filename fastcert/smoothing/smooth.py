@@ -25,7 +25,7 @@ from fastcert.smoothing.sequential import certify_sequential
 from fastcert.smoothing.sound import LatticeSmoothing
 from fastcert.smoothing.topk import certify_topk
 from fastcert.stats import binom_pvalue, clopper_pearson_lower
-from fastcert.validate import check_alpha, check_int, check_radii
+from fastcert.validate import check_alpha, check_device, check_int, check_radii
 
 # Captured CUDA graphs kept per Smooth (each holds its own static buffers and memory pool)
 _GRAPH_CACHE_SIZE = 8
@@ -62,16 +62,9 @@ class Smooth:
                 device = next(model.parameters()).device
             except (AttributeError, StopIteration):
                 device = torch.device("cpu")
-        try:
-            self.device = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}") from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but torch sees no CUDA device")
+        self.device = check_device(device)
         if self.device.type == "cuda" and not _native.HAVE_CUDA:
             raise RuntimeError("device is CUDA but fastcert._core_cuda was not built (see fastcert.build_info())")
-        if self.device.type not in ("cpu", "cuda"):
-            raise ValueError(f"device must be cpu or cuda, got {self.device}")
         if autocast not in (None, torch.float16, torch.bfloat16):
             raise ValueError("autocast must be None, torch.float16 or torch.bfloat16")
         self.autocast = autocast

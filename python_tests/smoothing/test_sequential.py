@@ -181,10 +181,18 @@ def test_far_from_boundary_stops_early():
                           radii=[0.25, 0.5], sequential=True)
     assert far_above.certified == {0.25: True, 0.5: True}
     assert far_above.n_used < max_n / 10
-    far_below = s.certify(torch.tensor([0.02, 0.0]), n0=100, n=max_n, alpha=0.001, batch_size=8192, seed=3,
+    # p = Phi(0.8) = 0.79: both targets ruled out and the prediction (r = 0, always a target) settled early
+    far_below = s.certify(torch.tensor([0.2, 0.0]), n0=100, n=max_n, alpha=0.001, batch_size=8192, seed=3,
                           radii=[0.5, 0.75], sequential=True)
     assert far_below.certified == {0.5: False, 0.75: False}
     assert far_below.n_used < max_n / 50
+    assert far_below.prediction == 1 and far_below.extra["decided"][0.0] is True
+    # p = Phi(0.08) = 0.53: the targets are ruled out at once, but sampling goes on until r = 0 is settled,
+    # so the prediction is kept (issue 19: never an abstention where fixed n certifies a small radius)
+    close = s.certify(torch.tensor([0.02, 0.0]), n0=100, n=max_n, alpha=0.001, batch_size=8192, seed=3,
+                      radii=[0.5, 0.75], sequential=True)
+    assert close.certified == {0.5: False, 0.75: False}
+    assert close.prediction == 1 and 0 < close.radius < 0.02 and close.n_used < max_n / 5
     near = s.certify(torch.tensor([0.5, 0.0]), n0=100, n=20_000, alpha=0.001, batch_size=8192, seed=3,
                      radii=[0.5], sequential=True)
     assert near.n_used == 100 + 20_000  # exactly at the boundary it needs every sample
