@@ -187,15 +187,21 @@ def test_far_from_boundary_stops_early():
     assert far_below.certified == {0.5: False, 0.75: False}
     assert far_below.n_used < max_n / 50
     assert far_below.prediction == 1 and far_below.extra["decided"][0.0] is True
-    # p = Phi(0.08) = 0.53: the targets are ruled out at once, but sampling goes on until r = 0 is settled,
+    # p = Phi(0.2) = 0.58: the targets are ruled out at once, but sampling goes on until r = 0 is settled,
     # so the prediction is kept (issue 19: never an abstention where fixed n certifies a small radius)
-    close = s.certify(torch.tensor([0.02, 0.0]), n0=100, n=max_n, alpha=0.001, batch_size=8192, seed=3,
+    close = s.certify(torch.tensor([0.05, 0.0]), n0=100, n=max_n, alpha=0.001, batch_size=8192, seed=3,
                       radii=[0.5, 0.75], sequential=True)
     assert close.certified == {0.5: False, 0.75: False}
-    assert close.prediction == 1 and 0 < close.radius < 0.02 and close.n_used < max_n / 5
+    assert close.prediction == 1 and 0 < close.radius < 0.05 and close.n_used < max_n / 5
+    # with the conservative futility rule (upper bound at each look's own level) a point exactly at the
+    # boundary needs every sample; the default futility level (0.05) gives up earlier, as fixed n would
+    # certify it only with probability <= alpha
     near = s.certify(torch.tensor([0.5, 0.0]), n0=100, n=20_000, alpha=0.001, batch_size=8192, seed=3,
-                     radii=[0.5], sequential=True)
+                     radii=[0.5], sequential=True, futility=None)
     assert near.n_used == 100 + 20_000  # exactly at the boundary it needs every sample
+    near_default = s.certify(torch.tensor([0.5, 0.0]), n0=100, n=20_000, alpha=0.001, batch_size=8192, seed=3,
+                             radii=[0.5], sequential=True)
+    assert near_default.certified == {0.5: False} and near_default.n_used < near.n_used
 
 
 def test_adaptive_spends_less_on_interior_probabilities():
