@@ -22,7 +22,8 @@ from fastcert.errors import CliError
 
 __all__ = ["CliError", "Deprecated", "Parser", "add_common", "add_dataset", "add_model", "add_noise_flags",
            "add_sampling", "add_selection", "add_split", "parse_eps", "resolve_dataset", "resolve_noise",
-           "selected_indices", "training_config", "warn"]
+           "selected_indices", "training_config", "warn", "load_model", "load_model_and_data",
+           "model_label", "check_input_shape"]
 
 NOISES = ("gaussian", "laplace", "uniform", "discrete")
 SPLITS = ("test", "train")
@@ -66,10 +67,20 @@ def add_dataset(p, from_model: bool = True) -> None:
                    help=f"{DATASETS} (default: {default})")
 
 
+MODEL_HELP = ("the model: a checkpoint written by `train` (it also supplies the dataset, the noise and its "
+              "parameters, and the training method as defaults), a TorchScript file (torch.jit.save), a torch.export "
+              "program (.pt2), 'package.module:factory' with --weights, or Cohen et al.'s released checkpoint; all "
+              "but fastcert checkpoints need --dataset and the noise flags (--noise, --sigma / --keep --K)")
+# load_model's formats that carry no training metadata
+FOREIGN_FORMATS = {"torchscript": "a TorchScript", "torch.export": "a torch.export", "factory": "a factory",
+                   "cohen": "Cohen et al.'s"}
+
+
 def add_model(p, extra: str = "") -> None:
-    p.add_argument("--model", default=None,
-                   help="checkpoint written by `train` (it also supplies the dataset, the noise and its "
-                        "parameters, and the training method as defaults)" + extra)
+    p.add_argument("--model", default=None, metavar="SPEC", help=MODEL_HELP + extra)
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="the weights of a 'package.module:factory' --model: a state dict saved by torch.save, or a "
+                        "safetensors file")
 
 
 def add_common(p: argparse.ArgumentParser, dataset: bool = True, model: bool = True, seed: bool = True,
@@ -157,11 +168,23 @@ def training_config(meta) -> dict:
     return cfg
 
 
+def _foreign(meta) -> str | None:
+    """'a TorchScript' ... for a model format that carries no training metadata, else None."""
+    return FOREIGN_FORMATS.get((meta or {}).get("format"))
+
+
 def resolve_dataset(args, meta) -> str:
-    """``--dataset``, else the dataset the checkpoint was trained on, else digits (models with no metadata).
-    A checkpoint trained on a dataset read from a path that it does not record needs ``--dataset``."""
+    """``--dataset``, else the dataset the checkpoint was trained on, else digits (checkpoints that record
+    none). A checkpoint trained on a dataset read from a path that it does not record needs ``--dataset``,
+    and so does every model format without training metadata (TorchScript, torch.export, factories,
+    Cohen et al.'s checkpoints)."""
     if args.dataset is not None:
         return args.dataset
+    foreign = _foreign(meta)
+    if foreign is not None:
+        hint = (f" (Cohen et al.'s {meta.get('cohen_arch')} was trained on {meta.get('dataset')}: e.g. "
+                f"--dataset {meta.get('dataset')}:PATH)" if meta.get("format") == "cohen" else "")
+        raise CliError(f"--dataset is required: {foreign} model records no dataset{hint}")
     name = training_config(meta).get("dataset")
     if name is None:
         return "digits"
@@ -199,8 +222,9 @@ def resolve_noise(args, meta):
     name = args.noise
     if name is None:
         if trained is None:
-            why = (f"the checkpoint was trained with method {method!r}, not with a smoothing noise"
-                   if method else "the model records no training noise")
+            why = (f"the checkpoint was trained with method {method!r}, not with a smoothing noise" if method
+                   else f"{_foreign(meta)} model carries no training metadata" if _foreign(meta)
+                   else "the model records no training noise")
             raise CliError(f"--noise is required: {why}")
         name = trained[0]
     same = trained is not None and trained[0] == name
@@ -237,6 +261,7 @@ def resolve_noise(args, meta):
         sigma = args.sigma if args.sigma is not None else params.get("sigma")
         if sigma is None:
             why = (f"the checkpoint was trained with {trained[0]} noise, not {name}" if trained is not None
+                   else f"{_foreign(meta)} model carries no training metadata" if _foreign(meta)
                    else "the checkpoint records no noise scale")
             raise CliError(f"--sigma is required for --noise {name}: {why}")
         if same and args.sigma is not None and float(args.sigma) != params["sigma"]:
@@ -259,18 +284,78 @@ def default_method(args, meta) -> str:
     return "ibp" if training_config(meta).get("method") in ("ibp", "acert") else "smoothing"
 
 
-def load_model(spec, device="cpu"):
-    """The model named by ``--model`` -> (nn.Module in eval mode, metadata dict)."""
+def model_label(spec) -> str:
+    """A short name of a ``--model`` spec: the file's stem, or the factory's name."""
+    from pathlib import Path
+
+    text = str(spec)
+    if ":" in text and not Path(text).exists():
+        return text.rpartition(":")[2].rpartition(".")[2]
+    return Path(text).stem
+
+
+def load_model(spec, weights=None, device="cpu", data=None, dataset=None):
+    """The model named by ``--model`` (and ``--weights``) -> (nn.Module in eval mode, metadata dict), in
+    any format of :func:`fastcert.models.loading.load_model`.
+
+    With ``data`` (the dataset named ``dataset``, already loaded), the model is fitted to it: the input
+    shape is the dataset's, and one forward pass on its first input must give (1, num_classes) logits;
+    otherwise a one-line error says what did not fit. Without it, the model must state its input shape
+    (fastcert and Cohen et al.'s checkpoints, torch.export programs, factories that state it)."""
     if spec is None:
-        raise CliError("--model is required (a checkpoint written by `train`)")
+        raise CliError("--model is required (a checkpoint written by `train`, a TorchScript or torch.export file, "
+                       "'package.module:factory' with --weights, or Cohen et al.'s checkpoint)")
     from fastcert.models.loading import load_model as load
 
-    return load(spec, device=device)
+    kw = {}
+    if data is not None:
+        kw = {"input_shape": tuple(data.input_shape), "num_classes": int(data.num_classes), "sample": data.x[0]}
+    try:
+        return load(spec, weights=weights, device=device, **kw)
+    except ValueError as e:
+        msg = " ".join(str(e).split())
+        head, sep, rest = msg.partition(": ")
+        if head == "weights" and sep:
+            raise CliError(f"--weights: {rest}") from None
+        if head == "model" and sep:
+            raise CliError(f"--model: {rest}") from None
+        if data is None and head == "input_shape" and "does not record its input shape" in rest:
+            raise CliError(f"--dataset is required: the model {spec} does not record its input shape") from None
+        if data is not None and sep and head in ("input_shape", "num_classes", "sample", "mean"):
+            raise CliError(f"--model {spec} does not fit --dataset {dataset} (inputs {tuple(data.input_shape)}, "
+                           f"{data.num_classes} classes): {rest}") from None
+        raise CliError(msg) from None
+
+
+def load_model_and_data(args, split: str = "test"):
+    """``--model`` / ``--weights`` / ``--dataset`` -> (model, metadata, dataset name, Dataset).
+
+    With ``--dataset`` the dataset is loaded first and the model is fitted to it (its input shape, its
+    number of classes, a forward pass on its first input). Without it the dataset comes from the
+    checkpoint (:func:`resolve_dataset`), which formats without training metadata do not give."""
+    from fastcert.data import load_dataset
+
+    if args.model is None:
+        load_model(None)
+    weights = getattr(args, "weights", None)
+    if args.dataset is not None:
+        data = load_dataset(args.dataset, split)
+        model, meta = load_model(args.model, weights, args.device, data, args.dataset)
+        return model, meta, args.dataset, data
+    model, meta = load_model(args.model, weights, args.device)
+    dataset = resolve_dataset(args, meta)
+    data = load_dataset(dataset, split)
+    check_input_shape(data, meta, dataset, args.model)
+    return model, meta, dataset, data
 
 
 def check_input_shape(data, meta, dataset: str, model: str) -> None:
-    """The dataset's inputs must have the shape the model was trained on (when the model records it)."""
+    """The dataset's inputs must have the shape the model was trained on (when the model records it), and
+    as many classes as the model has logits."""
     shape = (meta or {}).get("input_shape")
     if shape is not None and tuple(data.input_shape) != tuple(shape):
         raise CliError(f"--dataset {dataset} has inputs {tuple(data.input_shape)} but the model {model} expects "
                        f"{tuple(shape)}")
+    k = (meta or {}).get("num_classes")
+    if k is not None and int(k) != int(data.num_classes):
+        raise CliError(f"--dataset {dataset} has {data.num_classes} classes but the model {model} gives {k} logits")
