@@ -6,7 +6,7 @@ import time
 
 
 from fastcert.cli.common import (CliError, add_common, add_noise_flags, add_sampling, add_selection, add_split,
-                                 selected_indices)
+                                 model_settings, selected_indices)
 from fastcert.rng import derive_seed
 
 
@@ -56,24 +56,23 @@ def _validate(args):
 
 
 def run(args) -> int:
-    from fastcert.cli.common import default_method, load_model
+    from fastcert.cli.common import default_method, load_model_and_data
 
     _validate(args)
     from fastcert.cli.distributed import finish_distributed, part_path, rank_device, rank_world
 
     rank, world = rank_world()
     args.device = rank_device(args.device)  # under torchrun: cuda -> cuda:LOCAL_RANK, one GPU per rank
-    model, meta = load_model(args.model, device=args.device)
+    model, meta, dataset, data = load_model_and_data(args, args.split)
     args.method = default_method(args, meta)
     if args.method in ("ibp", "crown-ibp"):
         from fastcert.cli import certify_ibp
 
-        return certify_ibp.run(args, model, meta)
+        return certify_ibp.run(args, model, meta, dataset, data)
     import torch
     from tqdm.auto import tqdm
 
-    from fastcert.cli.common import check_input_shape, resolve_dataset, resolve_noise
-    from fastcert.data import load_dataset
+    from fastcert.cli.common import resolve_noise
     from fastcert.io.logs import LogWriter, format_time
     from fastcert.smoothing.smooth import Smooth
 
@@ -81,17 +80,15 @@ def run(args) -> int:
     autocast = {None: None, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.autocast]
     if args.cuda_graph and torch.device(args.device).type != "cuda":
         raise CliError("--cuda-graph needs --device cuda")
-    dataset = resolve_dataset(args, meta)
     levels = args.levels if args.levels is not None else (17 if str(dataset).startswith("digits") else 256)
     if args.sound and noise.name != "gaussian":
         raise CliError(f"--sound supports Gaussian noise only, got {noise!r}")
     smooth = Smooth(model, meta["num_classes"], noise, device=args.device, autocast=autocast,
                     cuda_graph=args.cuda_graph, sound=args.sound, levels=levels)
-    data = load_dataset(dataset, args.split)
-    check_input_shape(data, meta, dataset, args.model)
     radii = _parse_radii(args.radii)
     mode = _mode(args, radii)
-    settings = {"command": "certify", "mode": mode, "model": str(args.model), "dataset": dataset,
+    settings = {"command": "certify", "mode": mode, "model": str(args.model), **model_settings(args, meta),
+                "dataset": dataset,
                 "split": args.split, **noise_settings, "n0": args.n0, "n": args.n, "alpha": args.alpha,
                 "seed": args.seed, "autocast": args.autocast, "cuda_graph": args.cuda_graph, "device_type": torch.device(args.device).type,
                 "top_k": args.top_k, "radii": radii, "confidence_measure": args.confidence_measure,

@@ -8,25 +8,30 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from fastcert.cli.common import (check_input_shape, load_model, parse_eps, resolve_dataset, selected_indices,
+from fastcert.cli.common import (CliError, load_model_and_data, model_settings, parse_eps, selected_indices,
                                  training_config)
-from fastcert.data import load_dataset
 from fastcert.ibp.radius import certified_radius, margin_lower_bounds
 from fastcert.io.logs import LogWriter, floor_str, format_time
 
 
-def run(args, model=None, meta=None) -> int:
+def run(args, model=None, meta=None, dataset=None, data=None) -> int:
     """``certify --method ibp|crown-ibp --eps e1,e2,...``: per-sample log with Cohen's six columns
     (radius = largest certified linf eps by bisection, capped at max(eps)) and certified_<eps> flags."""
+    from fastcert.ibp.graph import UnsupportedLayerError, trace
+
     eps_list = parse_eps(args.eps)
     if model is None:
-        model, meta = load_model(args.model, device=args.device)
-    dataset = resolve_dataset(args, meta)
-    data = load_dataset(dataset, args.split)
-    check_input_shape(data, meta, dataset, args.model)
+        model, meta, dataset, data = load_model_and_data(args, args.split)
+    try:
+        trace(model)
+    except UnsupportedLayerError as e:
+        raise CliError(f"--method {args.method} cannot bound the model {args.model}: {e} (interval bounds need a "
+                       "network of the layers fastcert.ibp supports, e.g. a factory's nn.Sequential; TorchScript and "
+                       "torch.export programs cannot be bounded)") from None
     cap = max(eps_list)
     cols = ["idx", "label", "predict", "radius", "correct", "time"] + [f"certified_{e:g}" for e in eps_list]
-    settings = {"command": "certify", "method": args.method, "model": str(args.model), "dataset": dataset,
+    settings = {"command": "certify", "method": args.method, "model": str(args.model), **model_settings(args, meta),
+                "dataset": dataset,
                 "split": args.split, "eps": eps_list, "training_method": training_config(meta).get("method")}
     indices = selected_indices(len(data), args.skip, args.max)
     method = "crown-ibp" if args.method == "crown-ibp" else "ibp"

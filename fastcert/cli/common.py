@@ -23,7 +23,7 @@ from fastcert.errors import CliError
 __all__ = ["CliError", "Deprecated", "Parser", "add_common", "add_dataset", "add_model", "add_noise_flags",
            "add_sampling", "add_selection", "add_split", "parse_eps", "resolve_dataset", "resolve_noise",
            "selected_indices", "training_config", "warn", "load_model", "load_model_and_data",
-           "model_label", "check_input_shape"]
+           "model_label", "model_settings", "check_input_shape"]
 
 NOISES = ("gaussian", "laplace", "uniform", "discrete")
 SPLITS = ("test", "train")
@@ -317,14 +317,27 @@ def load_model(spec, weights=None, device="cpu", data=None, dataset=None):
         head, sep, rest = msg.partition(": ")
         if head == "weights" and sep:
             raise CliError(f"--weights: {rest}") from None
+        fits = data is not None and sep and (head in ("input_shape", "num_classes", "sample") or (
+            head == "model" and ("does not run on" in rest or " gives " in rest)))
+        if fits:
+            raise CliError(f"--model {spec} does not fit --dataset {dataset} (inputs {tuple(data.input_shape)}, "
+                           f"{data.num_classes} classes): {rest}") from None
         if head == "model" and sep:
             raise CliError(f"--model: {rest}") from None
         if data is None and head == "input_shape" and "does not record its input shape" in rest:
             raise CliError(f"--dataset is required: the model {spec} does not record its input shape") from None
-        if data is not None and sep and head in ("input_shape", "num_classes", "sample", "mean"):
-            raise CliError(f"--model {spec} does not fit --dataset {dataset} (inputs {tuple(data.input_shape)}, "
-                           f"{data.num_classes} classes): {rest}") from None
         raise CliError(msg) from None
+
+
+def model_settings(args, meta) -> dict:
+    """What a log's settings record about the model beyond ``--model``: its format when it is not a fastcert
+    checkpoint, and ``--weights`` when given (nothing for fastcert checkpoints, so their logs stay as they were)."""
+    out = {}
+    if _foreign(meta):
+        out["model_format"] = meta["format"]
+    if getattr(args, "weights", None) is not None:
+        out["weights"] = str(args.weights)
+    return out
 
 
 def load_model_and_data(args, split: str = "test"):

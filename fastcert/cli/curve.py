@@ -17,10 +17,10 @@ from fastcert.cli.common import CliError, Deprecated, add_common, add_selection,
 
 # options that do not change the rows (or enter the settings in another form); every other option does,
 # and is recorded in the settings under its argparse name, so that an option added later is covered too
-_NOT_SETTINGS = {"out", "plot", "quiet", "load", "models", "model", "certified", "device", "max", "norms"}
+_NOT_SETTINGS = {"out", "plot", "quiet", "load", "models", "model", "weights", "certified", "device", "max", "norms"}
 SEARCHES = ("auto", "attack", "exact", "linear")
 # settings whose key is not the option's name
-_OPTION = {"model_sha256": "--model (the checkpoint's contents)", "device_type": "--device"}
+_OPTION = {"model_sha256": "--model / --weights (the model's contents)", "device_type": "--device"}
 
 
 def _option(key: str) -> str:
@@ -30,7 +30,8 @@ def _option(key: str) -> str:
 def add_arguments(p):
     add_common(p, out="write the curve to this file (.npz, .json or .csv; {name} = the checkpoint's name with "
                       "--models); resumable")
-    p.add_argument("--models", nargs="+", default=None, help="several checkpoints: one figure comparing them")
+    p.add_argument("--models", nargs="+", default=None, metavar="SPEC",
+                   help="several models (any --model SPEC but a factory with --weights): one figure comparing them")
     p.add_argument("--norms", default="l1,l2,linf", help="comma-separated subset of l1,l2,linf")
     p.add_argument("--search", default="auto", choices=SEARCHES,
                    help="how each point's minimal perturbation is found: attack (FAB-style, an upper bound), exact "
@@ -62,12 +63,20 @@ def rows_path(out) -> Path:
     return Path(str(out) + ".rows.tsv")
 
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
+def _sha256(path, h=None) -> str:
+    h = hashlib.sha256() if h is None else h
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _model_sha256(spec, weights) -> str:
+    """The contents of a --model file; for a 'package.module:factory' spec, the spec and its --weights."""
+    if Path(str(spec)).is_file():
+        return _sha256(spec)
+    h = hashlib.sha256(str(spec).encode())
+    return _sha256(weights, h) if weights is not None else h.hexdigest()
 
 
 def _read_rows(rows: Path, norms, n: int):
@@ -161,36 +170,43 @@ def run(args) -> int:
     else:
         import torch
 
-        from fastcert.cli.common import check_input_shape, load_model, resolve_dataset
+        from fastcert.cli.common import check_input_shape, load_model, model_label, resolve_dataset
         from fastcert.data import load_dataset
 
         paths = list(args.models or []) + ([args.model] if args.model else [])
         if not paths:
             raise CliError("--model (or --models, or --load) is required")
+        if args.weights is not None and len(paths) > 1:
+            raise CliError("--weights goes with a single --model ('package.module:factory'), not with --models")
         if args.batch < 1:
             raise CliError("--batch must be >= 1")
         if args.out and len(paths) > 1 and "{name}" not in args.out:
             raise CliError("--out needs a {name} placeholder when several models are given")
-        loaded = [load_model(path, device=args.device) for path in paths]
-        datasets = {resolve_dataset(args, meta) for _, meta in loaded}
-        if len(datasets) > 1:
-            raise CliError(f"--dataset is required: the models were trained on different datasets "
-                           f"({', '.join(sorted(datasets))})")
-        args.dataset = datasets.pop()
-        ds = load_dataset(args.dataset, args.split)
+        if args.dataset is not None:  # the dataset first: the models are fitted to it
+            ds = load_dataset(args.dataset, args.split)
+            loaded = [load_model(path, args.weights, args.device, ds, args.dataset) for path in paths]
+        else:
+            loaded = [load_model(path, args.weights, args.device) for path in paths]
+            datasets = {resolve_dataset(args, meta) for _, meta in loaded}
+            if len(datasets) > 1:
+                raise CliError(f"--dataset is required: the models were trained on different datasets "
+                               f"({', '.join(sorted(datasets))})")
+            args.dataset = datasets.pop()
+            ds = load_dataset(args.dataset, args.split)
         chosen = selected_indices(len(ds), args.skip, args.max)
         n = len(chosen)
         xs, ys = ds.x[chosen], ds.y[chosen]
         torch.manual_seed(args.seed)
         for path, (model, meta) in zip(paths, loaded):
             check_input_shape(ds, meta, args.dataset, path)
-            out = args.out.replace("{name}", Path(path).stem) if args.out else None
+            out = args.out.replace("{name}", model_label(path)) if args.out else None
             settings = None
             if out:
-                settings = {"command": "curve", "model": str(path), "model_sha256": _sha256(path), "max": n,
+                settings = {"command": "curve", "model": str(path), "model_sha256": _model_sha256(path, args.weights),
+                            "max": n,
                             "norms": list(norms), "device_type": torch.device(args.device).type,
                             **{k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS and not k.startswith("_")}}
-            c = compute_curve(model, xs, ys, norms, args, Path(path).stem, out, settings)
+            c = compute_curve(model, xs, ys, norms, args, model_label(path), out, settings)
             if out:
                 c.save(out)
                 rows = rows_path(out)

@@ -21,7 +21,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from fastcert.cli.common import check_input_shape, load_model, resolve_dataset, resolve_noise
+    from fastcert.cli.common import load_model_and_data, model_settings, resolve_noise
 
     if args.out is None:
         raise CliError("--out is required")
@@ -33,17 +33,14 @@ def run(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from fastcert.data import load_dataset
     from fastcert.io.logs import LogWriter, format_time
     from fastcert.smoothing.smooth import Smooth
 
-    model, meta = load_model(args.model, device=args.device)
+    model, meta, dataset, data = load_model_and_data(args, args.split)
     noise, noise_settings = resolve_noise(args, meta)
     smooth = Smooth(model, meta["num_classes"], noise, device=args.device)
-    dataset = resolve_dataset(args, meta)
-    data = load_dataset(dataset, args.split)
-    check_input_shape(data, meta, dataset, args.model)
-    settings = {"command": "predict", "model": str(args.model), "dataset": dataset, "split": args.split,
+    settings = {"command": "predict", "model": str(args.model), **model_settings(args, meta), "dataset": dataset,
+                "split": args.split,
                 **noise_settings, "n": args.n, "alpha": args.alpha, "seed": args.seed,
                 "device_type": torch.device(args.device).type}
     indices = selected_indices(len(data), args.skip, args.max)

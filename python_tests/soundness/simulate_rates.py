@@ -79,9 +79,9 @@ def topk_cases(runs):
         for variant in ("sound", "control"):
             with pytest.MonkeyPatch.context() as mp:
                 if variant == "control":
-                    lower, upper, f = topk._cp_lower, topk._cp_upper, setup["ctrl"]
-                    mp.setattr(topk, "_cp_lower", lambda kk, n, a: lower(kk, n, f * a))
-                    mp.setattr(topk, "_cp_upper", lambda kk, n, a: upper(kk, n, f * a))
+                    lower, upper, f = topk.clopper_pearson_lower, topk.clopper_pearson_upper, setup["ctrl"]
+                    mp.setattr(topk, "clopper_pearson_lower", lambda kk, n, a: lower(kk, n, f * a))
+                    mp.setattr(topk, "clopper_pearson_upper", lambda kk, n, a: upper(kk, n, f * a))
                 yield f"certify_topk {case} {variant}", _rate(run, runs)
 
 
