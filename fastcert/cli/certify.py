@@ -42,6 +42,10 @@ def add_arguments(p):
                    help="input-adaptive sample size for the usual radius (at most --n samples)")
     p.add_argument("--eps", default="0.1",
                    help="--method ibp / crown-ibp: comma-separated linf budgets in [0, 1] pixel units (default 0.1)")
+    p.add_argument("--unsound-ibp", action="store_true",
+                   help="--method ibp: plain float32 interval bounds, not rounded outward (faster, but a bound may "
+                        "miss the network's own float outputs by rounding error); default: sound bounds "
+                        "(ibp_bounds(..., sound=True)), recorded as \"sound\" in the log settings")
     p.set_defaults(batch=1000)
 
 

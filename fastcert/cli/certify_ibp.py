@@ -35,6 +35,9 @@ def run(args, model=None, meta=None, dataset=None, data=None) -> int:
                 "split": args.split, "eps": eps_list, "training_method": training_config(meta).get("method")}
     indices = selected_indices(len(data), args.skip, args.max)
     method = "crown-ibp" if args.method == "crown-ibp" else "ibp"
+    # sound in floating point by default for IBP (CROWN-IBP has no sound mode); --unsound-ibp opts out
+    sound = method == "ibp" and not getattr(args, "unsound_ibp", False)
+    settings["sound"] = sound
     with LogWriter(args.out, cols, settings) as log:
         todo = [i for i in indices if i not in log.done]
         for start in tqdm(range(0, len(todo), args.batch), desc=f"certify {method}", disable=args.quiet):
@@ -44,9 +47,9 @@ def run(args, model=None, meta=None, dataset=None, data=None) -> int:
             yb = data.y[chunk].to(args.device)
             with torch.no_grad():
                 pred = model(xb).argmax(1)
-                flags = [(pred == yb) & (margin_lower_bounds(model, xb, yb, e, data.num_classes, method).min(1).values
+                flags = [(pred == yb) & (margin_lower_bounds(model, xb, yb, e, data.num_classes, method, sound).min(1).values
                                          > 0) for e in eps_list]
-                radius = certified_radius(model, xb, yb, data.num_classes, cap, method=method)
+                radius = certified_radius(model, xb, yb, data.num_classes, cap, method=method, sound=sound)
             per = (time.time() - t0) / len(chunk)
             for j, i in enumerate(chunk):
                 log.write({"idx": i, "label": int(yb[j]), "predict": int(pred[j]), "radius": floor_str(float(radius[j])),

@@ -318,7 +318,7 @@ def load_model(spec, weights=None, device="cpu", data=None, dataset=None):
         if head == "weights" and sep:
             raise CliError(f"--weights: {rest}") from None
         fits = data is not None and sep and (head in ("input_shape", "num_classes", "sample") or (
-            head == "model" and ("does not run on" in rest or " gives " in rest)))
+            head == "model" and ("does not run on" in rest or " gives " in rest or "does not fit Cohen" in rest)))
         if fits:
             raise CliError(f"--model {spec} does not fit --dataset {dataset} (inputs {tuple(data.input_shape)}, "
                            f"{data.num_classes} classes): {rest}") from None

@@ -55,7 +55,8 @@ def _check_eps(eps, x: torch.Tensor) -> torch.Tensor:
 
 
 def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: torch.Tensor | None = None,
-               x_min: float = 0.0, x_max: float = 1.0, backend: str = "auto", method: str = "ibp"):
+               x_min: float = 0.0, x_max: float = 1.0, backend: str = "auto", method: str = "ibp",
+               sound: bool = False):
     """Bounds on the outputs of ``model`` over every input within ``eps`` of ``x``.
 
     model: ``nn.Sequential``-style network (Linear, Conv2d, ReLU, BatchNorm1d/2d, Flatten,
@@ -80,6 +81,10 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
         is importable and no gradient is needed, torch otherwise).
     method: "ibp" | "crown-ibp" (IBP intermediate bounds + a backward CROWN pass from the output;
         torch path only).
+    sound: if True, bounds sound in floating point (see :mod:`fastcert.ibp.sound`): every lower bound
+        rounded down and every upper bound up, with a rigorous bound on the rounding error of every
+        layer, so they contain both the exact outputs and the network's own float outputs (any
+        summation order) at every point of the input set. method="ibp" only; no gradient.
 
     Returns (lower, upper), each (B, num_classes), or (B, m) with C. Computed in x's dtype with
     ordinary rounding: sound up to floating-point error (about 1e-6 relative in float32).
@@ -101,7 +106,11 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
     if C is not None and ops[-1].kind == "linear" and C.shape[2] != ops[-1].module.out_features:
         raise ValueError(f"C must have shape (B, m, {ops[-1].module.out_features}) to match the model's outputs, "
                          f"got {tuple(C.shape)}")
-    use_triton = _use_triton(backend, method, x, need_grad)
+    if not isinstance(sound, bool):
+        raise TypeError(f"sound must be a bool, got {type(sound).__name__}")
+    if sound and method != "ibp":
+        raise ValueError("sound=True supports method='ibp' only (CROWN-IBP has no sound mode yet)")
+    use_triton = _use_triton(backend, method, x, need_grad and not sound)
 
     stats: dict = {}
     if needs_clean_pass(ops):
@@ -110,10 +119,18 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
     if use_triton:
         from fastcert.ibp.triton.path import propagate_triton
 
+        if sound:
+            from fastcert.ibp.sound import sound_ibp_triton
+
+            return sound_ibp_triton(ops, x, e, x_min, x_max, stats, C, interpret=_interpret_enabled())
         with torch.no_grad():
             c, r = propagate_triton(ops, x, e.float(), x_min, x_max, stats,
                                     interpret=_interpret_enabled(), spec=C)
         return c - r, c + r
+    if sound:
+        from fastcert.ibp.sound import sound_ibp_torch
+
+        return sound_ibp_torch(ops, x, e, x_min, x_max, stats, C)
 
     # per-sample eps broadcast over the input; the clipped box
     eb = e.view(-1, *([1] * (x.dim() - 1)))

@@ -22,22 +22,24 @@ def spec_matrix(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return c[keep].view(B, num_classes - 1, num_classes)
 
 
-def margin_lower_bounds(model, x, y, eps, num_classes: int, method: str = "ibp") -> torch.Tensor:
+def margin_lower_bounds(model, x, y, eps, num_classes: int, method: str = "ibp", sound: bool = False) -> torch.Tensor:
     """(B, num_classes - 1) lower bounds on z_y - z_j over the clipped linf ball of radius eps
-    (scalar or (B,) tensor)."""
+    (scalar or (B,) tensor). sound: floating-point sound bounds (``ibp_bounds(..., sound=True)``; no
+    gradient: False for training, True for certification)."""
     lower, _ = ibp_bounds(model, x, eps, norm="linf", C=spec_matrix(y, num_classes), x_min=0.0, x_max=1.0,
-                          method=method)
+                          method=method, sound=sound)
     return lower
 
 
 @torch.no_grad()
 def certified_radius(model, x, y, num_classes: int, cap: float, tol: float = 1e-4, method: str = "ibp",
-                     max_iter: int = 40) -> torch.Tensor:
+                     max_iter: int = 40, sound: bool = False) -> torch.Tensor:
     """Per sample, the largest eps in [0, cap] (to within ``tol``) at which every margin lower bound is
     > 0 (strict: a tie would not be a certificate): 0 for misclassified points, ``cap`` when certified at
     the cap. Batched bisection that re-evaluates only the samples whose bracket is still wider than
     ``tol``. The returned value is always certified (the lower end of the final bracket); eps + tol is
-    not (the upper end, checked at each step), unless the value is the cap."""
+    not (the upper end, checked at each step), unless the value is the cap. sound: see
+    :func:`margin_lower_bounds`."""
     B = x.shape[0]
     out = torch.zeros(B, device=x.device)
     pred_ok = model(x).argmax(1) == y
@@ -45,7 +47,7 @@ def certified_radius(model, x, y, num_classes: int, cap: float, tol: float = 1e-
     if idx.numel() == 0:
         return out
     cap_t = torch.full((idx.numel(),), float(cap), device=x.device)
-    ok_cap = margin_lower_bounds(model, x[idx], y[idx], cap_t, num_classes, method).min(1).values > 0
+    ok_cap = margin_lower_bounds(model, x[idx], y[idx], cap_t, num_classes, method, sound).min(1).values > 0
     out[idx[ok_cap]] = float(cap)
     act = idx[~ok_cap]
     lo = torch.zeros(act.numel(), device=x.device)
@@ -54,7 +56,7 @@ def certified_radius(model, x, y, num_classes: int, cap: float, tol: float = 1e-
         if act.numel() == 0:
             break
         mid = (lo + hi) / 2
-        ok = margin_lower_bounds(model, x[act], y[act], mid, num_classes, method).min(1).values > 0
+        ok = margin_lower_bounds(model, x[act], y[act], mid, num_classes, method, sound).min(1).values > 0
         lo = torch.where(ok, mid, lo)
         hi = torch.where(ok, hi, mid)
         done = (hi - lo) <= tol

@@ -37,6 +37,7 @@ from fastcert.data import Dataset
 from fastcert.rng import torch_generator
 from fastcert.ibp.radius import certified_radius, margin_lower_bounds
 from fastcert.models.checkpoint import save_checkpoint
+from fastcert.training.schedule import one_cycle
 from fastcert.validate import (check_choice, check_device, check_float, check_int, check_nonnegative, check_positive,
                                check_radii)
 
@@ -163,10 +164,9 @@ def train_certified(model: nn.Module, dataset: Dataset, method: str = "ibp", *, 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(dataset) / batch_size)
     total_steps = epochs * steps_per_epoch
-    # torch's OneCycleLR divides by zero when pct_start * total_steps == 1 (its warm-up phase would end at
-    # step 0): there, and only there, warm up for a quarter of the steps instead of a fifth
-    pct_start = 0.2 if 0.2 * total_steps != 1 else 0.25
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=pct_start)
+    # one cycle with a fifth of the steps warming up; a constant rate for runs of <= 5 steps, too short for
+    # a warm-up (torch's OneCycleLR divided by zero at exactly 5)
+    sched = one_cycle(opt, lr, total_steps, pct_start=0.2)
     config = {"method": method, "eps": float(eps), "kappa": float(kappa), "epochs": int(epochs),
               "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "warmup_epochs": float(warmup_epochs),
               "ramp_epochs": float(ramp_epochs), "grad_clip": float(grad_clip), "init": init, "cap": cap,

@@ -18,6 +18,7 @@ from torch import nn
 from fastcert.data import Dataset
 from fastcert.rng import torch_generator
 from fastcert.training.certified import train_certified
+from fastcert.training.schedule import one_cycle
 from fastcert.models.zoo import build_model
 from fastcert.smoothing.noise import Noise, make_noise
 from fastcert.validate import check_choice, check_device, check_float, check_int, check_nonnegative, check_positive
@@ -101,8 +102,7 @@ def train(model, dataset: Dataset, method: str = "gaussian", *, sigma: float = 0
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(dataset) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
-                                                pct_start=0.25)
+    sched = one_cycle(opt, lr, epochs * steps_per_epoch, pct_start=0.25)  # constant lr for runs of <= 4 steps
     start_epoch = 0
     if out is not None and Path(out).exists():
         start_epoch = _try_resume(out, model, opt, sched, config, log)

@@ -25,8 +25,8 @@ from fastcert.smoothing import sequential
 ALPHA = 0.1
 SEQ = {"n0": 20, "batch_size": 2048, "first_n": 32}
 MAX_N = 2000
-TRIALS = {"fast": 300, "full": 1500}
-TRIALS_ADAPTIVE = {"fast": 300, "full": 1500}
+TRIALS = {"fast": 200, "full": 1500}
+TRIALS_ADAPTIVE = {"fast": 200, "full": 1500}
 NOISES = {"gaussian": fastcert.Gaussian(0.25), "laplace": fastcert.Laplace(0.25)}
 # simulated failure rates (simulate_rates.py: 3,000 runs of Smooth.certify on seeds 1,000,000 + i,
 # standard error <= 0.009; re-run it when the sequential procedure changes; SOUNDNESS.md)

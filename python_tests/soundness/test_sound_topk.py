@@ -35,7 +35,7 @@ import fastcert.smoothing.topk as topk
 
 N0, N = 30, 300
 # per case: alpha, control factor on the bounds' level, trials per mode, simulated sound / control rates
-SETUP = {"gaussian-k2": {"alpha": 0.2, "ctrl": 5, "trials": {"fast": 150, "full": 3000}},
+SETUP = {"gaussian-k2": {"alpha": 0.2, "ctrl": 5, "trials": {"fast": 100, "full": 3000}},
          "laplace-k1": {"alpha": 0.1, "ctrl": 4, "trials": {"fast": 300, "full": 1000}}}
 SOUND_RATE_SIM = {"gaussian-k2": 0.0195, "laplace-k1": 0.0460}
 CTRL_RATE_SIM = {"gaussian-k2": 0.2335, "laplace-k1": 0.1945}

@@ -67,6 +67,7 @@ def interval_linear(
     stride_xm, stride_ym,
     # meta
     RELU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_ERR: tl.constexpr = False, err_ptr=None,  # sound mode only: per-channel error bound (fastcert.ibp.sound)
 ):
     # x: stacked (M, 2K) -> y: stacked (M, 2N); y_c = scale * (W x_c) + shift, y_r = |scale| (|W| x_r)
     pid_m = tl.program_id(0)
@@ -96,6 +97,8 @@ def interval_linear(
     sh = tl.load(shift_ptr + rn, mask=nmask, other=0.0)
     c = acc_c * sc[None, :] + sh[None, :]
     r = acc_r * tl.abs(sc)[None, :]
+    if HAS_ERR:  # sound mode: the per-column rounding-error bound (fastcert.ibp.sound), ordinary float ops
+        r = r + tl.load(err_ptr + rn, mask=nmask, other=0.0)[None, :]
     if RELU:
         lo = tl.maximum(c - r, 0.0)
         hi = tl.maximum(c + r, 0.0)
@@ -114,6 +117,7 @@ def interval_epilogue(
     C, S, total,
     # meta
     HAS_AFFINE: tl.constexpr, HAS_ADD: tl.constexpr, RELU: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_ERR: tl.constexpr = False, err_ptr=None,  # sound mode only: per-channel error bound (fastcert.ibp.sound)
 ):
     # y, add, out: stacked (B, 2C, S); out = relu_interval(affine(y) + add)
     pid = tl.program_id(0)
@@ -131,6 +135,8 @@ def interval_epilogue(
         sh = tl.load(shift_ptr + ch, mask=mask, other=0.0)
         c = c * sc + sh
         r = r * tl.abs(sc)
+    if HAS_ERR:  # sound mode: per-channel rounding-error bound added to the radius
+        r = r + tl.load(err_ptr + rem // S, mask=mask, other=0.0)
     if HAS_ADD:
         c = c + tl.load(add_ptr + off, mask=mask, other=0.0)
         r = r + tl.load(add_ptr + off + cs, mask=mask, other=0.0)

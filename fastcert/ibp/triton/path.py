@@ -61,14 +61,14 @@ class _Runner:
         # [centers | radii] per sample is the channel-stacked (B, 2C, ...) layout
         return y.view(B, 2 * x.shape[1], *x.shape[2:])
 
-    def epilogue(self, y, scale=None, shift=None, add=None, relu=False, out=None):
+    def epilogue(self, y, scale=None, shift=None, add=None, relu=False, out=None, err=None):
         # y: (B, 2C, ...) stacked [centers | radii] float32, contiguous; scale/shift: (C,); add, out: like y
         _check_launch("y", y, min_dim=2)
         B, C2 = y.shape[0], y.shape[1]
         if C2 % 2:
             raise ValueError(f"y: the stacked [centers | radii] layout needs an even dim 1, got shape {tuple(y.shape)}")
         C = C2 // 2
-        for name, t in (("scale", scale), ("shift", shift)):
+        for name, t in (("scale", scale), ("shift", shift), ("err", err)):
             if t is not None:
                 _check_launch(name, t, device=y.device)
                 if t.numel() != C:
@@ -86,10 +86,11 @@ class _Runner:
         self.k["interval_epilogue"][grid](
             y, add if add is not None else dummy, scale if scale is not None else dummy,
             shift if shift is not None else dummy, out, C, S, total,
-            HAS_AFFINE=scale is not None, HAS_ADD=add is not None, RELU=bool(relu), BLOCK=_BLOCK_EW)
+            HAS_AFFINE=scale is not None, HAS_ADD=add is not None, RELU=bool(relu), BLOCK=_BLOCK_EW,
+            HAS_ERR=err is not None, err_ptr=err if err is not None else dummy)
         return out
 
-    def linear(self, y, m, scale, shift, relu):
+    def linear(self, y, m, scale, shift, relu, err=None):
         # y: (M, 2K) stacked float32 (unit inner stride), W: (N, K), scale/shift: (N,) -> (M, 2N)
         _check_launch("y", y, min_dim=2, contiguous=False)
         if y.dim() != 2 or y.shape[1] % 2 or y.stride(1) != 1:
@@ -100,7 +101,9 @@ class _Runner:
         N = m.weight.shape[0]
         if tuple(m.weight.shape) != (N, K):
             raise ValueError(f"y: {K} input features, but the Linear weight has shape {tuple(m.weight.shape)}")
-        for name, t in (("scale", scale), ("shift", shift)):
+        for name, t in (("scale", scale), ("shift", shift), ("err", err)):
+            if t is None:
+                continue
             _check_launch(name, t, device=y.device, contiguous=False)
             if t.numel() != N:
                 raise ValueError(f"{name}: {N} (output) entries needed, got {t.numel()}")
@@ -112,7 +115,8 @@ class _Runner:
         grid = (triton_cdiv(M, bm), triton_cdiv(N, bn))
         self.k["interval_linear"][grid](y, w, wa, scale.contiguous(), shift.contiguous(), out, M, N, K,
                                         y.stride(0), out.stride(0), RELU=bool(relu),
-                                        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+                                        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, HAS_ERR=err is not None,
+                                        err_ptr=err.contiguous() if err is not None else out)
         return out
 
     # -- plan ---------------------------------------------------------------------------------
