@@ -27,11 +27,20 @@ from fastcert import _native
 from fastcert.validate import check_int, check_positive
 
 
+# relative rounding error allowed for in a radius before an integer l0 radius is derived from it
+_ROUNDING = 1e-9
+
+
 def _l0_from_l2(r2: float, d: int | None = None) -> int:
     """Largest k with sqrt(k) < r2: k changed coordinates of the box move at most sqrt(k) in l2
-    (capped at the dimension d when given: an infinite radius certifies all d coordinates)."""
+    (capped at the dimension d when given: an infinite radius certifies all d coordinates).
+
+    r2 carries the rounding error of the radius formula (about 1e-10 relative at worst), so it is
+    first moved down by _ROUNDING: at a p exactly on a threshold, a radius rounded up to just above
+    sqrt(k) would otherwise claim k, where the boundary point is a tie."""
     if r2 <= 0:
         return 0
+    r2 = r2 * (1.0 - _ROUNDING)
     if math.isinf(r2) or (d is not None and r2 * r2 > d):
         return int(d) if d is not None else math.inf
     k = math.ceil(r2 * r2) - 1
@@ -43,9 +52,11 @@ def _l0_from_l2(r2: float, d: int | None = None) -> int:
 
 
 def _l0_from_l1(r1: float, d: int | None = None) -> int:
-    """Largest k with k < r1: k changed coordinates of the box move at most k in l1 (capped at d)."""
+    """Largest k with k < r1: k changed coordinates of the box move at most k in l1 (capped at d);
+    r1 is first moved down by _ROUNDING, as in _l0_from_l2."""
     if r1 <= 0:
         return 0
+    r1 = r1 * (1.0 - _ROUNDING)
     if math.isinf(r1) or (d is not None and r1 > d):
         return int(d) if d is not None else math.inf
     return max(math.ceil(r1) - 1, 0)

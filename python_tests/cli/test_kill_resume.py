@@ -32,20 +32,28 @@ def _env():
 
 def _start(args, cwd):
     with open(Path(cwd) / "killed.stderr", "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "fastcert.cli", *map(str, args)], cwd=cwd, env=_env(),
+        proc = subprocess.Popen([sys.executable, "-m", "fastcert.cli", *map(str, args)], cwd=cwd, env=_env(),
                                 stdout=subprocess.DEVNULL, stderr=err)
+    proc.stderr_path = Path(cwd) / "killed.stderr"
+    return proc
 
 
-def _kill_when(proc, ready, extra_s, timeout=120.0):
-    """Poll ready() until true, sleep extra_s, SIGKILL. Returns False if the process ended first."""
+def _kill_when(proc, ready, extra_s, timeout=600.0):
+    """Poll ready() until true, sleep extra_s, SIGKILL. Returns False if the process ended first.
+
+    The timeout is generous: on a loaded machine (several test runs sharing 2 cores) the first epochs of
+    `train` alone can take minutes; a process that never writes anything still fails, with its stderr."""
     t0 = time.time()
     while not ready():
         if proc.poll() is not None:
             return False
         if time.time() - t0 > timeout:
             proc.kill()
-            raise AssertionError("the process never started writing")
-        time.sleep(0.01)
+            proc.wait(timeout=60)
+            err = proc.stderr_path.read_text()[-2000:]
+            raise AssertionError(f"the process did not reach the kill point within {timeout:.0f}s "
+                                 f"(never started writing, or the machine is overloaded); its stderr: {err!r}")
+        time.sleep(0.05)
     time.sleep(extra_s)
     if proc.poll() is not None:
         return False
@@ -108,13 +116,23 @@ def test_certify_killed_and_resumed(ckpt, tmp_path):
     assert _without_time(header, rows) == _without_time(ref_header, ref_rows)
 
 
+_SEEN: dict = {}
+
+
 def _epochs_done(path):
-    if not path.exists():
-        return 0
+    """The checkpoint's epochs_done, read again only when the file changed (polling must not steal the CPU
+    the training process needs)."""
     try:
-        return int(read_checkpoint(path)[1]["config"]["epochs_done"])
-    except Exception:  # noqa: BLE001 - never torn (atomic rename), but be defensive while polling
+        st = path.stat()
+    except FileNotFoundError:
         return 0
+    key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    if key not in _SEEN:
+        try:
+            _SEEN[key] = int(read_checkpoint(path)[1]["config"]["epochs_done"])
+        except Exception:  # noqa: BLE001 - never torn (atomic rename), but be defensive while polling
+            return 0
+    return _SEEN[key]
 
 
 def test_train_killed_and_resumed(tmp_path):

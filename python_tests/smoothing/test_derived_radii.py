@@ -242,3 +242,17 @@ def test_derived_radii_through_smooth_certify():
     assert 1.0 < c.radii["l2"] <= 2.0
     assert 1.0 < c.radii["l1"] <= box_l1_truth(x, w, tau) == pytest.approx(4.0)
     assert c.radii["l0"] <= box_l0_truth(x, w, tau) == 3
+
+
+@pytest.mark.parametrize("m,sigma", [(4, 0.6), (9, 2.0), (1, 1.0), (16, 2.0)])
+def test_l0_from_l2_on_an_exact_threshold_is_not_rounded_up(m, sigma):
+    """At p exactly Phi(sqrt(m) / sigma) the true l2 radius is sqrt(m), where changing m box coordinates
+    reaches the boundary (a tie), so only m - 1 coordinates are certified. Gaussian.radius carries a
+    rounding error of about 1e-10 either way (m = 4, sigma = 0.6 gives 2.0000000000000204); the derived
+    l0 radius must still be m - 1, never m."""
+    g = Gaussian(sigma)
+    p = float(sp_norm.cdf(math.sqrt(m) / sigma))
+    r = g.radii(p, 64)
+    assert abs(r["l2"] - math.sqrt(m)) < 1e-8
+    assert r["l0"] == m - 1
+    assert g.derived_radii(math.sqrt(m) * (1 + 1e-14), 64)["l0"] == m - 1
