@@ -135,7 +135,10 @@ def _confidence_report(args) -> bool:
             accs = [certified_accuracy_at_confidence(lg, float(r), thr, method=method) for r in lg.radii]
             print(f"{method:<8} " + "  ".join(f"{a:6.3f}" for a in accs))
     if args.plot:
-        _plot_confidence([read_kumar_log(p) for p in logs], args, args.plot)
+        from fastcert.analysis.plots import plot_confidence
+
+        logs_read = [read_kumar_log(p) for p in logs]
+        plot_confidence(logs_read, args.plot, args.labels.split(",") if args.labels else None)
         print(f"wrote {args.plot}")
     return True
 
@@ -151,31 +154,3 @@ def _recorded_measure(path):
     except (OSError, ValueError, AttributeError):
         return None
     return measure if measure in ("score", "margin") else None
-
-
-def _plot_confidence(logs, args, path):
-    """Mean certified confidence bound (correctly classified points) against radius, CDF-based and
-    expectation-based, one pair of curves per log."""
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    labels = args.labels.split(",") if args.labels else [Path(lg.path).name for lg in logs]
-    for lab, lg in zip(labels, logs):
-        ok = np.asarray(lg.correct, dtype=bool)
-        if not ok.any():
-            continue
-        ax.plot(lg.radii, lg.cdf[ok].mean(0), "-o", ms=3, label=f"{lab} (CDF-based)")
-        ax.plot(lg.radii, lg.exp[ok].mean(0), "--", label=f"{lab} (expectation-based)")
-    ax.set_xlabel("l2 radius")
-    ax.set_ylabel("mean certified confidence (correct points)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

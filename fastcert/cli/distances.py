@@ -51,23 +51,8 @@ def run(args) -> int:
 
         save_npz(args.out, arrays)
     if args.plot:
-        import matplotlib
+        from fastcert.analysis.plots import plot_class_distances
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 3.4), squeeze=False)
-        for ax, n in zip(axes[0], norms):
-            inter, intra = out[n]["inter"], out[n]["intra"]
-            fin = np.concatenate([inter[np.isfinite(inter)], intra[np.isfinite(intra)]])
-            bins = np.linspace(0, fin.max() if fin.size else 1.0, 60)
-            ax.hist(inter[np.isfinite(inter)], bins=bins, alpha=0.6, label="inter-class (other label)")
-            ax.hist(intra[np.isfinite(intra)], bins=bins, alpha=0.6, label="intra-class (same label)")
-            ax.axvline(inter.min() / 2, color="k", ls="--", lw=1, label="half the min inter distance")
-            ax.set_xlabel(f"{n} distance to nearest {args.reference} point")
-            ax.set_title(f"{q.name}, {n}")
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=120)
+        plot_class_distances(out, norms, args.plot, q.name, args.reference)
         print(f"figure written to {args.plot}")
     return 0
