@@ -14,6 +14,12 @@ of the activations z at the current layer, and moves it one op back at a time:
 At the input the linear function is minimized over the clipped box [max(x - eps, x_min),
 min(x + eps, x_max)] (and for l2 / l1 also over the eps-ball, keeping the larger of the two lower
 bounds, both sound). Upper bounds are the lower bounds of -C.
+
+Speed (same bounds): the multipliers of convolutional layers are kept channels-last (CPU transposed
+convolutions run about twice as fast on that layout), the ReLU step is one select and one multiply, sums
+of products over the features are batched matrix products, and an input normalization right before the
+first convolution is folded into that convolution's weights (its shift into the bias) instead of
+costing two passes over the largest multiplier.
 """
 from __future__ import annotations
 
@@ -23,25 +29,68 @@ import torch.nn.functional as F
 from fastcert.ibp.graph import Op, bn_affine
 
 
-def _relu_relax(lo: torch.Tensor, hi: torch.Tensor):
-    """Slopes and intercept of the CROWN relaxation: lower a_l z, upper a_u z + b_u."""
-    active = lo >= 0
+def _relax(lo, hi):
+    """CROWN relaxation of ReLU on [lo, hi] -> (a_l, a_u, t): lower line a_l z, upper line a_u (z + t);
+    t = -lo on unstable neurons, else 0."""
     unstable = (lo < 0) & (hi > 0)
-    denom = torch.where(unstable, hi - lo, torch.ones_like(hi))
-    a_u = torch.where(unstable, hi / denom, active.to(hi.dtype))
-    b_u = torch.where(unstable, -lo * a_u, torch.zeros_like(hi))
-    a_l = torch.where(unstable, (hi > -lo).to(hi.dtype), active.to(hi.dtype))
-    return a_l, a_u, b_u
+    active = (lo >= 0).to(hi.dtype)
+    a_u = torch.where(unstable, hi / torch.where(unstable, hi - lo, torch.ones_like(hi)), active)
+    a_l = torch.where(unstable, (hi > -lo).to(hi.dtype), active)
+    t = torch.where(unstable, -lo, torch.zeros_like(lo))
+    return a_l, a_u, t
 
 
-def _sum_feat(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(2).sum(2)
+def _cl5(t):
+    """Whether t (B, K, C, H, W) is stored channels-last (C fastest)."""
+    return t.dim() == 5 and t.permute(0, 1, 3, 4, 2).is_contiguous()
+
+
+def _like(t, ref):
+    """Per-sample tensor t (B, *f) laid out like ref (B, K, *f) so that elementwise ops stream."""
+    if _cl5(ref) and t.dim() == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def _feat_dot(lam, t):
+    """sum over features of lam (B, K, *f) * t (B, *f) -> (B, K), one read of lam."""
+    B, K = lam.shape[:2]
+    if _cl5(lam):
+        L = lam.permute(0, 1, 3, 4, 2).reshape(B, K, -1)
+        v = t.permute(0, 2, 3, 1).reshape(B, -1, 1)
+    else:
+        L = lam.reshape(B, K, -1)
+        v = t.reshape(B, -1, 1)
+    return torch.bmm(L, v.to(L.dtype)).squeeze(2)
+
+
+def _conv_back(m, lam, in_shape, weight):
+    """lam (B, K, *out_shape) through a Conv2d backwards (transposed convolution) -> (B, K, *in_shape)."""
+    B, K = lam.shape[:2]
+    out_shape = lam.shape[2:]
+    flat = lam.reshape(B * K, *out_shape)
+    if not flat.is_contiguous(memory_format=torch.channels_last):
+        flat = flat.contiguous(memory_format=torch.channels_last)  # ~2x faster transposed convolution on CPU
+    opad = []
+    for d in range(2):
+        s, p, dil, ks = m.stride[d], m.padding[d], m.dilation[d], m.kernel_size[d]
+        opad.append(in_shape[1 + d] - ((out_shape[1 + d] - 1) * s - 2 * p + dil * (ks - 1) + 1))
+    flat = F.conv_transpose2d(flat, weight, None, m.stride, m.padding, tuple(opad), m.groups, m.dilation)
+    return flat.view(B, K, *in_shape) if flat.is_contiguous() else flat.unflatten(0, (B, K))
 
 
 def backward(ops: list[Op], lam: torch.Tensor, bias: torch.Tensor, record: dict, stats: dict):
     """Move (lam: (B, K, *out_shape), bias: (B, K)) from the output of ``ops`` to their input."""
     B, K = lam.shape[:2]
-    for op in reversed(ops):
+    n = len(ops)
+    # an input normalization (per-channel affine with non-zero scale) right before a conv is folded into it
+    fold = None
+    if n > 1 and ops[0].kind == "chaffine" and ops[1].kind == "conv" and ("shape", id(ops[0])) in record:
+        s, t = bn_affine(ops[0], stats)
+        if bool((s != 0).all()):
+            fold = (s, t)
+    for idx in range(n - 1, -1, -1):
+        op = ops[idx]
         in_shape = record[("shape", id(op))]
         k = op.kind
         if k == "linear":
@@ -51,29 +100,30 @@ def backward(ops: list[Op], lam: torch.Tensor, bias: torch.Tensor, record: dict,
             lam = torch.matmul(lam, m.weight)
         elif k == "conv":
             m = op.module
-            out_shape = lam.shape[2:]
             if m.bias is not None:
-                bias = bias + (lam.sum((3, 4)) * m.bias).sum(2)
-            flat = lam.reshape(B * K, *out_shape)
-            # the output padding makes the transposed convolution land exactly on the input size
-            opad = []
-            for d in range(2):
-                s, p, dil, ks = m.stride[d], m.padding[d], m.dilation[d], m.kernel_size[d]
-                opad.append(in_shape[1 + d] - ((out_shape[1 + d] - 1) * s - 2 * p + dil * (ks - 1) + 1))
-            flat = F.conv_transpose2d(flat, m.weight, None, m.stride, m.padding, tuple(opad), m.groups, m.dilation)
-            lam = flat.reshape(B, K, *in_shape)
+                bias = bias + torch.matmul(lam.sum((3, 4)), m.bias)
+            w = m.weight
+            if fold is not None and idx == 1:
+                w = w * fold[0].view(1, -1, 1, 1)
+            lam = _conv_back(m, lam, in_shape, w)
         elif k == "chaffine":
             scale, shift = bn_affine(op, stats)
+            if fold is not None and idx == 0:
+                # lam was already scaled in the conv; lam_norm . shift = lam . (shift / scale)
+                bias = bias + torch.matmul(lam.sum((3, 4)), (shift / scale).expand(lam.shape[2]))
+                continue
             view = (1, 1, -1) + (1,) * (lam.dim() - 3)
-            bias = bias + _sum_feat(lam * shift.view(view))
+            red = lam if lam.dim() == 3 else lam.flatten(3).sum(3)
+            bias = bias + torch.matmul(red, shift.expand(red.shape[2]))
             lam = lam * scale.view(view)
         elif k == "relu":
             lo, hi = record[id(op)]
-            a_l, a_u, b_u = (t.unsqueeze(1) for t in _relu_relax(lo, hi))
-            neg = lam.clamp(max=0)
-            bias = bias + _sum_feat(neg * b_u)
-            lam = lam.clamp(min=0) * a_l + neg * a_u
-        elif k in ("flatten", "pool"):
+            a_l, a_u, t = (_like(v, lam).unsqueeze(1) for v in _relax(lo, hi))
+            lam = lam * torch.where(lam >= 0, a_l, a_u)
+            bias = bias + _feat_dot(lam.clamp(max=0), t.squeeze(1))
+        elif k == "flatten":
+            lam = lam.reshape(B, K, *in_shape)
+        elif k == "pool":
             out_shape = lam.shape[2:]
             with torch.enable_grad():
                 z = torch.zeros((1, *in_shape), dtype=lam.dtype, device=lam.device, requires_grad=True)
@@ -92,12 +142,13 @@ def backward(ops: list[Op], lam: torch.Tensor, bias: torch.Tensor, record: dict,
 
 def concretize(lam, bias, x, lo, hi, eps, norm):
     """Minimum of lam . z + bias over z in [lo, hi] (and over the eps-ball around x for l1/l2)."""
-    c = ((hi + lo) * 0.5).flatten(1).unsqueeze(1)
-    r = ((hi - lo) * 0.5).flatten(1).unsqueeze(1)
-    lam = lam.flatten(2)
-    box = (lam * c).sum(2) - (lam.abs() * r).sum(2) + bias
+    c = (hi + lo) * 0.5
+    r = (hi - lo) * 0.5
+    box = _feat_dot(lam, c) - _feat_dot(lam.abs(), r) + bias
     if norm == "linf":
         return box
-    dual = lam.norm(p=2, dim=2) if norm == "l2" else lam.abs().amax(2)
-    ball = (lam * x.flatten(1).unsqueeze(1)).sum(2) - eps.view(-1, 1) * dual + bias
+    B, K = lam.shape[:2]
+    L = lam.reshape(B, K, -1)
+    dual = L.norm(p=2, dim=2) if norm == "l2" else L.abs().amax(2)
+    ball = _feat_dot(lam, x) - eps.view(-1, 1) * dual + bias
     return torch.maximum(box, ball)
