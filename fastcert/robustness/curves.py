@@ -331,9 +331,11 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
 
     model: a torch module mapping (B, *input_shape) images in [0, 1] to logits (fastcert zoo models);
     x: (N, *input_shape) in [0, 1]; y: (N,) labels. Perturbed points stay in [0, 1].
-    method: "linear" (exact, affine models only), "attack" (FAB-style: one run from x, ``restarts`` random
-    restarts and ``targets`` targeted runs towards the runner-up classes, ``steps`` steps each, bisection
-    refinement; upper bounds on d_p, the smallest over all runs kept and its run logged in ``.attacks``),
+    method: "linear" (exact, affine models only), "attack" (FAB-style: one run from x, up to ``restarts``
+    random restarts (the first on every point, each further one only on the points the previous one
+    improved by more than 0.1%) and ``targets`` targeted runs towards the runner-up classes, run as one
+    batch, ``steps`` steps each, bisection refinement; upper bounds on d_p, the smallest over all runs kept
+    and its run logged in ``.attacks``),
     "exact" (after the attack, a mixed-integer program solved by HiGHS: MILPs for l1 and linf, an
     outer-approximation sequence of MILPs for l2 that stops when the proven lower bound is within 1e-4
     relative of the best point; the lower bounds are in ``.meta["mip_lower"]``; small ReLU nets), "auto".

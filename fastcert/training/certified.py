@@ -171,6 +171,7 @@ def train_certified(model: nn.Module, dataset: Dataset, method: str = "ibp", *, 
               "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "warmup_epochs": float(warmup_epochs),
               "ramp_epochs": float(ramp_epochs), "grad_clip": float(grad_clip), "init": init, "cap": cap,
               "root_tol": float(root_tol), "reg_lambda": float(reg_lambda), "dataset": dataset.name}
+    settings = dict(eps=eps, kappa=kappa, cap=cap, root_tol=root_tol, reg_lambda=reg_lambda, num_classes=C)
     from tqdm.auto import tqdm
 
     step = 0
@@ -183,56 +184,13 @@ def train_certified(model: nn.Module, dataset: Dataset, method: str = "ibp", *, 
                    disable=not progress or rank != 0)
         for i in bar:
             gidx = perm[i:i + batch_size]
-            nglob = len(gidx)
-            idx = gidx[rank::world]
-            xb, yb = dataset.x[idx].to(device), dataset.y[idx].to(device)
             eps_t = eps_schedule(step, steps_per_epoch, eps, warmup_epochs, ramp_epochs)
-            logits = model(xb)
-            clean = F.cross_entropy(logits, yb, reduction="sum") / nglob
-            if method == "ibp":
-                if eps_t > 0:
-                    rob = robust_loss(margin_lower_bounds(model, xb, yb, eps_t, C)) * (len(idx) / nglob)
-                    loss = kappa * clean + (1 - kappa) * rob
-                    if reg_lambda > 0 and eps_t < eps:  # Shi et al.: regularize while eps ramps up
-                        reg = warmup_regularizer(model, xb, eps_t) * (len(idx) / nglob)
-                        loss = loss + reg_lambda * (1 - eps_t / eps) * reg
-                else:
-                    rob = torch.zeros((), device=device)
-                    loss = clean
-                eps_i_mean = eps_t
-            else:
-                budget = min(eps_t, cap) if eps_t > 0 else 0.0
-                if budget > 0:
-                    model.eval()
-                    eps_i = certified_radius(model, xb, yb, C, cap=budget, tol=root_tol)
-                    model.train()
-                    rob = robust_loss(margin_lower_bounds(model, xb, yb, eps_i, C)) * (len(idx) / nglob)
-                    loss = (1 - kappa) * rob + kappa * clean
-                    eps_i_mean = float(eps_i.mean())
-                else:
-                    rob = torch.zeros((), device=device)
-                    loss = clean
-                    eps_i_mean = 0.0
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if distributed:
-                for p in model.parameters():
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)  # each rank's loss is its share of the global mean
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            opt.step()
+            _train_step(model, opt, dataset, gidx[rank::world], len(gidx), method, eps_t, settings, stats,
+                        device, grad_clip, distributed)
             sched.step()
             step += 1
-            stats["loss"] += float(loss.detach()) * nglob
-            stats["robust"] += float(rob.detach()) * nglob
-            stats["clean_ok"] += int((logits.argmax(1) == yb).sum())
-            stats["n"] += nglob
-            stats["eps_mean"] += eps_i_mean * nglob
-        n = max(stats["n"], 1)
         if rank == 0:
-            log(f"epoch {epoch + 1}/{epochs}: loss {stats['loss'] / n:.4f} robust {stats['robust'] / n:.4f} "
-                f"eps {stats['eps_mean'] / n:.4f} clean train acc {stats['clean_ok'] * world / n:.4f} "
-                f"({time.time() - t0:.1f}s)")
+            log(_epoch_line(epoch, epochs, stats, world, time.time() - t0))
         if out is not None and rank == 0:
             if arch is None:
                 raise ValueError("out: saving needs the architecture name (pass the model as an arch name)")
@@ -241,6 +199,67 @@ def train_certified(model: nn.Module, dataset: Dataset, method: str = "ibp", *, 
                             config=dict(config, epochs_done=epoch + 1))
     model.eval()
     return model
+
+
+
+def _train_step(model, opt, dataset, idx, nglob: int, method: str, eps_t: float, settings: dict, stats: dict,
+                device, grad_clip: float, distributed: bool) -> None:
+    """One optimizer step on this rank's rows ``idx`` of a global batch of ``nglob`` rows; adds the
+    batch's loss, robust loss, clean hits and mean budget to ``stats``."""
+    xb, yb = dataset.x[idx].to(device), dataset.y[idx].to(device)
+    logits = model(xb)
+    clean = F.cross_entropy(logits, yb, reduction="sum") / nglob
+    loss, rob, eps_i_mean = _batch_loss(model, method, xb, yb, clean, eps_t, len(idx) / nglob, settings)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if distributed:
+        _all_reduce_grads(model)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    stats["loss"] += float(loss.detach()) * nglob
+    stats["robust"] += float(rob.detach()) * nglob
+    stats["clean_ok"] += int((logits.argmax(1) == yb).sum())
+    stats["n"] += nglob
+    stats["eps_mean"] += eps_i_mean * nglob
+
+def _batch_loss(model, method: str, xb, yb, clean, eps_t: float, share: float, s: dict):
+    """(loss, robust loss, mean budget) of one batch: IBP mixes kappa * clean with the robust loss at
+    eps_t (plus Shi et al.'s warm-up regularizers while eps ramps up); ACERT uses per-sample budgets, the
+    largest certified radius of each point capped at min(eps_t, cap). ``share``: this rank's share of the
+    global batch."""
+    eps, kappa, C = s["eps"], s["kappa"], s["num_classes"]
+    zero = torch.zeros((), device=xb.device)
+    if method == "ibp":
+        if eps_t <= 0:
+            return clean, zero, eps_t
+        rob = robust_loss(margin_lower_bounds(model, xb, yb, eps_t, C)) * share
+        loss = kappa * clean + (1 - kappa) * rob
+        if s["reg_lambda"] > 0 and eps_t < eps:  # Shi et al.: regularize while eps ramps up
+            reg = warmup_regularizer(model, xb, eps_t) * share
+            loss = loss + s["reg_lambda"] * (1 - eps_t / eps) * reg
+        return loss, rob, eps_t
+    budget = min(eps_t, s["cap"]) if eps_t > 0 else 0.0
+    if budget <= 0:
+        return clean, zero, 0.0
+    model.eval()
+    eps_i = certified_radius(model, xb, yb, C, cap=budget, tol=s["root_tol"])
+    model.train()
+    rob = robust_loss(margin_lower_bounds(model, xb, yb, eps_i, C)) * share
+    return (1 - kappa) * rob + kappa * clean, rob, float(eps_i.mean())
+
+
+def _all_reduce_grads(model) -> None:
+    """Sum the gradients over the ranks (each rank's loss is its share of the global mean)."""
+    for p in model.parameters():
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+
+
+def _epoch_line(epoch: int, epochs: int, stats: dict, world: int, seconds: float) -> str:
+    n = max(stats["n"], 1)
+    return (f"epoch {epoch + 1}/{epochs}: loss {stats['loss'] / n:.4f} robust {stats['robust'] / n:.4f} "
+            f"eps {stats['eps_mean'] / n:.4f} clean train acc {stats['clean_ok'] * world / n:.4f} "
+            f"({seconds:.1f}s)")
 
 
 # ----------------------------------------------------------------------------- evaluation
