@@ -259,17 +259,27 @@ def test_threshold_file_round_trip_via_cli(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,word", [
-    (["--alpha", "1.5", "--K", "2"], "--alpha"),
-    (["--alpha", "0", "--K", "2"], "--alpha"),
-    (["--alpha", "abc", "--K", "2"], "--alpha"),
-    (["--alpha", "0.5", "--K", "0"], "--K"),
-    (["--alpha", "0.5", "--K", "2", "--max-radius", "-3"], "--max-radius"),
-    (["--alpha", "0.5", "--K", "2", "--p", "1"], "--p"),
+    (["--keep", "1.5", "--K", "2"], "--keep"),
+    (["--keep", "0", "--K", "2"], "--keep"),
+    (["--keep", "abc", "--K", "2"], "--keep"),
+    (["--keep", "0.5", "--K", "0"], "--K"),
+    (["--keep", "0.5", "--K", "2", "--max-radius", "-3"], "--max-radius"),
+    (["--keep", "0.5", "--K", "2", "--p", "1"], "--p"),
 ])
 def test_cli_bad_input_one_line(argv, word, capsys):
     assert cli.main(["threshold", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and word in err[0]
+
+
+@pytest.mark.parametrize("value", ["1.5", "0", "abc"])
+def test_cli_deprecated_alpha_spelling_still_checked(value, capsys):
+    """The old spelling --alpha (the keep probability) works for one release: a one-line notice, then
+    the same one-line error, naming the spelling the user typed."""
+    assert cli.main(["threshold", "--alpha", value, "--K", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("notice:") and "--keep" in err[0]
+    assert err[1].startswith("error:") and "--alpha" in err[1]
 
 
 def test_read_paper_formats(tmp_path):
@@ -337,7 +347,8 @@ def test_acc_at_r_from_logs(tmp_path):
 
 @pytest.mark.parametrize("alpha", [0, 1, -0.1, 1.5, "1", "abc", "1/0", math.nan, math.inf, True, None, [0.5]])
 def test_bad_alpha(alpha):
-    with pytest.raises((ValueError, TypeError), match="alpha"):
+    # the keep probability (positional; formerly called alpha) must lie in (0, 1)
+    with pytest.raises((ValueError, TypeError), match="keep"):
         stratified.threshold(alpha, 2, [1])
 
 
