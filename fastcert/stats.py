@@ -5,7 +5,7 @@ import numpy as np
 from scipy.stats import beta as _beta
 from scipy.stats import binomtest
 
-from fastcert.validate import check_alpha  # noqa: F401  (the bounds' level check)
+from fastcert.validate import check_alpha
 
 
 def _is_int(v) -> bool:

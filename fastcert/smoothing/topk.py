@@ -67,7 +67,6 @@ import math
 import numpy as np
 from scipy.special import log_ndtr, ndtri
 
-from fastcert.io.readers import read_counts_file  # noqa: F401  (moved; re-exported)
 from fastcert.rng import resolve_seed
 from fastcert.smoothing.certificate import ABSTAIN, STREAM_ESTIMATE, STREAM_SELECT, Certificate
 from fastcert.smoothing.noise import Gaussian, Laplace
@@ -81,7 +80,6 @@ __all__ = [
     "simultaneous_bounds",
     "topk_radii",
     "certify_topk",
-    "read_counts_file",
     "topk_certified_accuracy",
 ]
 

@@ -25,8 +25,9 @@ import fastcert
 from fastcert.smoothing.noise import Discrete, Gaussian, Laplace, Uniform
 from fastcert.smoothing.smooth import Smooth
 from fastcert.stats import clopper_pearson_lower, clopper_pearson_upper
-from fastcert.smoothing.topk import (certify_topk, read_counts_file, simultaneous_bounds, topk_certified_accuracy,
-                           topk_radii, topk_radius, topk_radius_from_bounds, topk_radius_laplace)
+from fastcert.io.readers import read_counts_file
+from fastcert.smoothing.topk import (certify_topk, simultaneous_bounds, topk_certified_accuracy, topk_radii, topk_radius,
+                                     topk_radius_from_bounds, topk_radius_laplace)
 
 # Published data live next to the repository (/work/shared/data for /work/main), not in it: a clean
 # clone (CI) does not have them, and the tests that read them skip, saying so.
