@@ -19,11 +19,14 @@ an rsqrt approximate to a few ulps); results may underflow gradually or flush to
 guarantee). BatchNorm with batch statistics: the network frozen to the clean-batch statistics (the
 semantics of ``ibp_bounds``). The bounds carry no gradient.
 
-Why error terms and not float64 accumulation. Accumulating in float64 and rounding outward bounds the
-exact outputs (a), but not (b): the network's own float32 rounding differs from the exact value by up to
-gamma_n |W| |x| per layer, and that error has to be added anyway. So the propagation stays in x's dtype,
-at the plain path's speed, and adds at each layer one rigorous bound that covers both the rounding of
-its own computation and the network's.
+Why error terms and not float64 accumulation throughout. Accumulating in float64 and rounding outward
+bounds the exact outputs (a), but not (b): the network's own float32 rounding differs from the exact
+value by up to gamma_n |W| |x| per layer, and that error has to be added anyway. So the propagation stays
+in x's dtype, at the plain path's speed, and adds at each layer one rigorous bound that covers both the
+rounding of its own computation and the network's. The one exception: for a float32 Linear / Conv2d of
+fan-in n >= ``F64_CENTER_FAN_IN`` (CNN-7's 32768-input Linear, where gamma_n ~ 2e-3) the torch path
+computes the center in float64 and rounds it once, so that our own share of the error drops from
+gamma_{n+1} (float32) to gamma_{n+1} (float64) + 65 u and only the network's share stays.
 
 The error bound (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., Thm 3.1 / eq. 3.5):
 a dot product of length n computed in floating point in any order satisfies
@@ -36,20 +39,30 @@ float tensor r: every reachable value z (exact or computed by the network) satis
 absorb them into its own constants instead of spending memory passes.
 
 Affine layer y = s (W z + b) + t (a BatchNorm / Normalize s, t folded in, or s = 1, t = 0), fan-in n,
-rho = alpha r + beta |c| + tau, m = |c| + rho >= |z|. Our center c' = fl(W_f c + b_f) and the network's
-output differ from the exact s (W z + b) + t by at most zeta (|s||W| (|c| or m) + T) with
-zeta = gamma_{n+1} + 64 u (the bias is the (n+1)-th term; 64 u covers the rounding of the folded weights
-and of BatchNorm's own operations) and T = |s| (|b| + |mu|) + |beta_bn| + |t| per channel. Hence
+rho = alpha r + beta |c| + tau, m = |c| + rho >= |z|. The network's output differs from the exact
+s (W z + b) + t by at most zeta (|s||W| m + T) with zeta = gamma_{n+1} + 64 u (the bias is the (n+1)-th
+term; 64 u covers the rounding of the folded weights and of BatchNorm's own operations) and
+T = |s| (|b| + |mu|) + |beta_bn| + |t| per channel. Our center c' differs from the exact s (W c + b) + t
+by at most zeta_o (|s||W| |c| + T):
+- c' = fl(W_f c + b_f) in x's dtype: zeta_o = zeta (the same argument);
+- c' = fl32(fl64(W_f c + b_f)) (large fan-in, float32): the products of two float32 numbers are exact
+  in float64 and cannot underflow there, so |fl64(.) - (W_f c + b_f)| <= g64 (|W_f||c| + |b_f|) with
+  g64 = gamma_{n+1} in float64 (u64 = 2^-53); |W_f - s W| <= u |s||W| and |b_f - (s b + t)| <=
+  2 u (|s b| + |t|) <= 2 u T (the float32 fold); the final rounding to float32 moves by at most
+  u |fl64(.)| <= u (1 + g64) (|W_f||c| + |b_f|) plus half a subnormal spacing (inside the tiny terms
+  of bt). With |W_f| <= (1 + u) |s||W| and |b_f| <= (1 + 2u) T this is at most zeta_o (|s||W||c| + T),
+  zeta_o = (g64 + u) (1 + 2 g64) (1 + 2 u) + 3 u, below g64 + 64 u.
+Hence (z - c' = [exact(z) - exact(c)] + [exact(c) - c'] plus the network's error)
 
-    R' = |s||W| rho + zeta |s||W| (2 |c| + rho) + 2 zeta T
-       = alpha (1 + zeta) |s||W| (r + b' |c|) + (1 + zeta) tau |s||W| 1 + 2 zeta T,
-    b' = ((1 + zeta) beta + 2 zeta) / (alpha (1 + zeta)),
+    R' = |s||W| rho + zeta |s||W| (|c| + rho) + zeta_o |s||W| |c| + (zeta + zeta_o) T
+       = alpha (1 + zeta) |s||W| (r + b' |c|) + (1 + zeta) tau |s||W| 1 + (zeta + zeta_o) T,
+    b' = ((1 + zeta) beta + zeta + zeta_o) / (alpha (1 + zeta)),
 
 one extra elementwise pass v = r + b' |c| (none of |c| after a ReLU, where c >= 0), then the radius
 matmul of the plain path with kappa |W_f| (memoized, rounded up with nextafter) and a per-channel bias
 bt: kappa = alpha (1 + zeta) (1 + 16 u) / ((1 - gamma_{n+1}) (1 - u)^8) covers |s| <= (1 + 16 u) |W_f|/|W|,
 the dot product's own rounding (the bias inside it) and up to eight more roundings of non-negative
-quantities; bt covers 2 zeta T, the tau and underflow terms (row sums of |W_f| times tiny multiples),
+quantities; bt covers (zeta + zeta_o) T, the tau and underflow terms (row sums of |W_f| times tiny multiples),
 evaluated in float64 and rounded up. Every constant is computed in float64 with a 2^-20 relative margin
 (float64's own error is below 2^-50) and rounded up to x's dtype.
 
@@ -83,6 +96,7 @@ from fastcert.ibp.torch_path import memo
 from fastcert.models.zoo import Normalize
 
 _MARGIN = 1.0 + 2.0 ** -20  # relative margin of every float64-evaluated constant
+F64_CENTER_FAN_IN = 4096  # float32 layers with at least this fan-in get a float64 center (torch path)
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -206,29 +220,44 @@ def _affine_parts(aff: Op | None, stats: dict):
     return s, t, T0
 
 
-def layer_constants(n: int, st_a: float, st_b: float, st_t: float, dtype: torch.dtype):
-    """(zeta, b', kappa, abs_in) of an affine layer of fan-in n after a state with pending (a, b, t):
-    v = r + b' |c|, R' = kappa |W_f| v + bt with bt = 2 zeta T (1 + ...) + rowsum(|W_f|) abs_in + ..."""
+def own_zeta(n: int, dtype: torch.dtype, center64: bool) -> float:
+    """zeta_o: our center's error relative to |s||W||c| + T (module docstring)."""
+    u = unit_roundoff(dtype)
+    if not center64:
+        return (gamma(n + 1, u) + 64 * u) * _MARGIN
+    g64 = gamma(n + 1, 2.0 ** -53)
+    return ((g64 + u) * (1 + 2 * g64) * (1 + 2 * u) + 3 * u) * _MARGIN
+
+
+def use_center64(n: int, dtype: torch.dtype) -> bool:
+    return dtype == torch.float32 and n >= F64_CENTER_FAN_IN
+
+
+def layer_constants(n: int, st_a: float, st_b: float, st_t: float, dtype: torch.dtype, center64: bool = False):
+    """(zeta + zeta_o, b', kappa, abs_in) of an affine layer of fan-in n after a state with pending
+    (a, b, t): v = r + b' |c|, R' = kappa |W_f| v + bt with bt = (zeta + zeta_o) T (1 + ...) +
+    rowsum(|W_f|) abs_in + ...; zeta_o = zeta unless ``center64`` (float64 center, module docstring)."""
     u, tiny = unit_roundoff(dtype), _tiny(dtype)
     g = gamma(n + 1, u)
     zeta = (g + 64 * u) * _MARGIN
+    zsum = (zeta + own_zeta(n, dtype, center64)) * _MARGIN
     a = st_a
-    bprime = ((1 + zeta) * st_b + 2 * zeta) / (a * (1 + zeta)) * _MARGIN
+    bprime = ((1 + zeta) * st_b + zsum) / (a * (1 + zeta)) * _MARGIN
     slack = (1 + 16 * u) / ((1 - g) * (1 - u) ** 8) * _MARGIN
     kappa = a * (1 + zeta) * slack
     # per unit of row sum: the pending tau and the underflow of the two roundings of v (a tiny each)
     abs_in = ((1 + zeta) * st_t + kappa * 4 * tiny) * slack
-    return zeta, up(bprime, dtype), up(kappa, dtype), abs_in
+    return zsum, up(bprime, dtype), up(kappa, dtype), abs_in
 
 
-def bias_term(zeta: float, T: torch.Tensor | None, rowsum: torch.Tensor, abs_in: float, n: int,
+def bias_term(zsum: float, T: torch.Tensor | None, rowsum: torch.Tensor, abs_in: float, n: int,
               dtype: torch.dtype) -> torch.Tensor:
-    """bt (per output channel, rounded up to dtype) from float64 ingredients."""
+    """bt (per output channel, rounded up to dtype) from float64 ingredients; zsum = zeta + zeta_o."""
     u, tiny = unit_roundoff(dtype), _tiny(dtype)
     g = gamma(n + 1, u)
     bt = rowsum * abs_in + (4 * n + 64) * tiny
     if T is not None:
-        bt = bt + 2 * zeta * T
+        bt = bt + zsum * T
     return up_tensor(bt * ((1 + 16 * u) / ((1 - g) * (1 - u) ** 8) * _MARGIN), dtype)
 
 
@@ -285,20 +314,27 @@ def affine(op: Op, aff: Op | None, st: State, stats: dict) -> State:
     m = op.module
     dt = st.c.dtype
     n = fan_in(op)
-    zeta, bprime, kappa, abs_in = layer_constants(n, st.a, st.b, st.t, dt)
+    c64 = use_center64(n, dt)
+    zeta, bprime, kappa, abs_in = layer_constants(n, st.a, st.b, st.t, dt, center64=c64)
     entry = _folded_sound(op, aff, stats)
-    key = ("bt", kappa, abs_in)
+    key = ("bt", kappa, abs_in, zeta)
     if key not in entry["scaled"]:
         entry["scaled"][key] = bias_term(zeta, entry["T"], entry["rowsum"], abs_in, n, dt)
     bt = entry["scaled"][key]
     wk = _scaled_abs(entry, kappa)
     v = pre_affine(st, bprime)
-    if op.kind == "linear":
-        c, R = F.linear(st.c, entry["w"], entry["b"]), F.linear(v, wk, bt)
+    if c64:
+        if "w64" not in entry:
+            entry["w64"], entry["b64"] = entry["w"].double(), entry["b"].double()
+        w, b, cin = entry["w64"], entry["b64"], st.c.double()
     else:
-        c = F.conv2d(st.c, entry["w"], entry["b"], m.stride, m.padding, m.dilation, m.groups)
+        w, b, cin = entry["w"], entry["b"], st.c
+    if op.kind == "linear":
+        c, R = F.linear(cin, w, b), F.linear(v, wk, bt)
+    else:
+        c = F.conv2d(cin, w, b, m.stride, m.padding, m.dilation, m.groups)
         R = F.conv2d(v, wk, bt, m.stride, m.padding, m.dilation, m.groups)
-    return State(c, R)
+    return State(c.to(dt) if c64 else c, R)
 
 
 def chaffine(op: Op, st: State, stats: dict) -> State:
