@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import importlib.util
 import statistics
 import sys
 import time
@@ -59,7 +60,7 @@ def import_peers() -> tuple[dict, str]:
     neither of which the attacks used here touch: where they are missing, empty stand-in modules are
     registered so that adv_lib.attacks imports."""
     peers, missing = {}, []
-    for name in ("torchvision", "visdom"):
+    for name in ("torchvision", "visdom") if importlib.util.find_spec("adv_lib") else ():
         try:
             importlib.import_module(name)
         except ImportError:

@@ -179,7 +179,7 @@ def compare(dataset, fixed, certs, radii):
     diff = 0
     acc_seq = {r: 0 for r in (0.0, *radii)}
     acc_fix = {r: 0 for r in (0.0, *radii)}
-    wald = 0.0
+    wald = wald_capped = 0.0
     for row, c in zip(fixed, certs):
         f = _fixed_decisions(row, radii)
         m = [bool(c.prediction != -1 and c.radius >= r) for r in radii]
@@ -190,7 +190,9 @@ def compare(dataset, fixed, certs, radii):
         p = row["k_top"] / N_FIXED
         # the fewest samples any alpha-level test needs to settle the largest target p_A exceeds
         above = [r for r in (0.0, *radii) if wald_bound(p, r) > 0]
-        wald += N0 + (wald_bound(p, max(above)) if above else 0.0)
+        w = wald_bound(p, max(above)) if above else 0.0
+        wald += N0 + w
+        wald_capped += N0 + min(w, N_FIXED)  # no test here draws more than max_n = fixed n
     seq_passes = sum(c.n_used for c in certs)
     fix_passes = sum(r["n_used"] for r in fixed)
     return {"points": pts, "passes_fixed": fix_passes, "passes_seq": seq_passes,
@@ -201,7 +203,7 @@ def compare(dataset, fixed, certs, radii):
             "acr_fixed": float(np.mean([r["radius"] if r["predict"] == r["label"] else 0.0 for r in fixed])),
             "acr_seq": float(np.mean([c.radius if c.prediction == row["label"] else 0.0
                                       for row, c in zip(fixed, certs)])),
-            "wald_passes": wald}
+            "wald_passes": wald, "wald_passes_capped": wald_capped}
 
 
 def study(dataset, points, batch, variant: dict, adaptive: dict):

@@ -7,7 +7,13 @@ tightness (issue 18: time within 1.2x; radii within 2% of the ordinary ones for 
   6 epochs, levels 17) and Fashion-MNIST (lenet, one epoch on 10,000 images, levels 256), sigma 0.25,
   alpha 0.001, n0 100. Per point: both modes with the same seed, plus the ordinary mode with another
   seed (the Monte Carlo noise floor: the two modes draw different samples, so their radii differ by
-  sampling noise even when the base classifier sees the same law). Results: build/sound/study.json.
+  sampling noise even when the base classifier sees the same law; ``--no-noise-floor`` skips it).
+  Results: build/sound/study_<dataset>.json.
+* the deterministic cost of soundness, isolated from Monte Carlo noise: the SAME counts (and selected
+  class) fed to both certificate computations, the ordinary one (Clopper-Pearson, sigma Phi^{-1}) and the
+  sound one (TV correction, verified Clopper-Pearson bound, outward-rounded radius); done for the counts
+  of both modes' runs of every point ("det_*" keys: fraction within 2%, largest relative radius
+  difference, points whose decision (abstain or not) differs).
 """
 from __future__ import annotations
 
@@ -55,7 +61,16 @@ def trained(dataset: str):
     return load_checkpoint(ckpt)[0]
 
 
-def study(dataset: str, points: int, n: int, batch: int) -> dict:
+def _det_pair(plain, sound, cert, d: int, n_used: int) -> dict:
+    """Ordinary and sound certificates from the same counts and selected class (no sampling)."""
+    counts = np.asarray(cert.counts, dtype=np.int64)
+    c_a = int(cert.prediction) if cert.prediction != -1 else int(np.argmax(counts))
+    a = plain.certificate_from_counts(c_a, counts, ALPHA, d, n_used)
+    b = sound.certificate_from_counts(c_a, counts, ALPHA, d, n_used)
+    return {"c_a": c_a, "k": int(counts[c_a]), "plain": [a.prediction, a.radius], "sound": [b.prediction, b.radius]}
+
+
+def study(dataset: str, points: int, n: int, batch: int, noise_floor: bool = True) -> dict:
     model = trained(dataset)
     levels = 17 if dataset == "digits" else 256
     test = fastcert.load_dataset(dataset, "test")
@@ -71,9 +86,13 @@ def study(dataset: str, points: int, n: int, batch: int) -> dict:
         t = time.perf_counter()
         b = sound.certify(x, N0, n, ALPHA, batch, seed=i)
         t_sound += time.perf_counter() - t
-        c = plain.certify(x, N0, n, ALPHA, batch, seed=i + 10**6)
+        c = plain.certify(x, N0, n, ALPHA, batch, seed=i + 10**6) if noise_floor else None
+        d = int(torch.as_tensor(x).numel())
         rows.append({"idx": i, "label": y, "plain": [a.prediction, a.radius], "sound": [b.prediction, b.radius],
-                     "plain2": [c.prediction, c.radius], "tv": b.extra["tv_correction"]})
+                     "plain2": [c.prediction, c.radius] if c is not None else None, "tv": b.extra["tv_correction"],
+                     "det": [_det_pair(plain, sound, a, d, N0 + n), _det_pair(plain, sound, b, d, N0 + n)]})
+        if (i + 1) % 10 == 0:
+            print(f"{dataset}: {i + 1}/{points} points, {t_plain:.0f} s / {t_sound:.0f} s", file=sys.stderr, flush=True)
 
     def within(u, v, tol=0.02):
         if u[0] != v[0]:
@@ -82,10 +101,19 @@ def study(dataset: str, points: int, n: int, batch: int) -> dict:
             return True
         return abs(u[1] - v[1]) <= tol * max(u[1], 1e-12)
 
+    dets = [dp for r in rows for dp in r["det"]]
+    det_rel = [abs(dp["sound"][1] - dp["plain"][1]) / dp["plain"][1] for dp in dets
+               if dp["plain"][0] != -1 and dp["sound"][0] != -1]
     res = {"dataset": dataset, "points": points, "n": n, "levels": levels, "sigma": SIGMA,
            "time_plain_s": t_plain, "time_sound_s": t_sound, "time_ratio": t_sound / t_plain,
            "sound_within_2pct_of_plain": float(np.mean([within(r["plain"], r["sound"]) for r in rows])),
-           "plain_within_2pct_of_plain_other_seed": float(np.mean([within(r["plain"], r["plain2"]) for r in rows])),
+           "plain_within_2pct_of_plain_other_seed": (float(np.mean([within(r["plain"], r["plain2"]) for r in rows]))
+                                                     if noise_floor else None),
+           "det_pairs": len(dets),
+           "det_within_2pct": float(np.mean([within(dp["plain"], dp["sound"]) for dp in dets])),
+           "det_max_rel_radius_diff": max(det_rel) if det_rel else 0.0,
+           "det_median_rel_radius_diff": float(np.median(det_rel)) if det_rel else 0.0,
+           "det_decision_differs": int(sum(dp["plain"][0] != dp["sound"][0] for dp in dets)),
            "mean_radius_plain": float(np.mean([r["plain"][1] for r in rows])),
            "mean_radius_sound": float(np.mean([r["sound"][1] for r in rows])),
            "certified_acc_plain": float(np.mean([r["plain"][0] == r["label"] for r in rows])),
@@ -130,11 +158,13 @@ def main():
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--datasets", default="digits,fashion-mnist")
+    ap.add_argument("--no-noise-floor", action="store_true",
+                    help="skip the third run (the ordinary mode with another seed)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     for ds in args.datasets.split(","):
-        res = study(ds, args.points, args.n, args.batch)
-        (OUT / f"study_{ds}.json").write_text(json.dumps(res, indent=1))
+        res = study(ds, args.points, args.n, args.batch, noise_floor=not args.no_noise_floor)
+        (OUT / f"study_{ds}_n{args.n}.json").write_text(json.dumps(res, indent=1))
         print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1), flush=True)
 
 

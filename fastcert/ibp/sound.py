@@ -23,7 +23,7 @@ Why error terms and not float64 accumulation throughout. Accumulating in float64
 bounds the exact outputs (a), but not (b): the network's own float32 rounding differs from the exact
 value by up to gamma_n |W| |x| per layer, and that error has to be added anyway. So the propagation stays
 in x's dtype, at the plain path's speed, and adds at each layer one rigorous bound that covers both the
-rounding of its own computation and the network's. The one exception: for a float32 Linear / Conv2d of
+rounding of its own computation and the network's. The one exception: for a float32 Linear of
 fan-in n >= ``F64_CENTER_FAN_IN`` (CNN-7's 32768-input Linear, where gamma_n ~ 2e-3) the torch path
 computes the center in float64 and rounds it once, so that our own share of the error drops from
 gamma_{n+1} (float32) to gamma_{n+1} (float64) + 65 u and only the network's share stays.
@@ -45,13 +45,14 @@ term; 64 u covers the rounding of the folded weights and of BatchNorm's own oper
 T = |s| (|b| + |mu|) + |beta_bn| + |t| per channel. Our center c' differs from the exact s (W c + b) + t
 by at most zeta_o (|s||W| |c| + T):
 - c' = fl(W_f c + b_f) in x's dtype: zeta_o = zeta (the same argument);
-- c' = fl32(fl64(W_f c + b_f)) (large fan-in, float32): the products of two float32 numbers are exact
-  in float64 and cannot underflow there, so |fl64(.) - (W_f c + b_f)| <= g64 (|W_f||c| + |b_f|) with
-  g64 = gamma_{n+1} in float64 (u64 = 2^-53); |W_f - s W| <= u |s||W| and |b_f - (s b + t)| <=
-  2 u (|s b| + |t|) <= 2 u T (the float32 fold); the final rounding to float32 moves by at most
-  u |fl64(.)| <= u (1 + g64) (|W_f||c| + |b_f|) plus half a subnormal spacing (inside the tiny terms
-  of bt). With |W_f| <= (1 + u) |s||W| and |b_f| <= (1 + 2u) T this is at most zeta_o (|s||W||c| + T),
-  zeta_o = (g64 + u) (1 + 2 g64) (1 + 2 u) + 3 u, below g64 + 64 u.
+- c' = fl32(fl64(W_f c + b_f)) (a float32 Linear of fan-in n >= F64_CENTER_FAN_IN): the same argument
+  with the summation error gamma_{n+1} (|W_f||c| + |b_f|) replaced by g64 (|W_f||c| + |b_f|),
+  g64 = gamma_{n+1} for u64 = 2^-53 (W_f, b_f, c are float32, exact in float64; a product of two
+  float32 numbers is exact in float64 and cannot underflow there, nor can the sums), plus the final
+  rounding to float32, at most u |fl64(.)| <= u (1 + g64) (|W_f||c| + |b_f|) and half a subnormal
+  spacing (inside the tiny terms of bt). As in the float32 case |W_f||c| + |b_f| <= (1 + 16 u)
+  (|s||W||c| + T) and 64 u covers the fold and BatchNorm's own operations, so
+  zeta_o = (g64 + u) (1 + g64) (1 + 16 u) + 64 u.
 Hence (z - c' = [exact(z) - exact(c)] + [exact(c) - c'] plus the network's error)
 
     R' = |s||W| rho + zeta |s||W| (|c| + rho) + zeta_o |s||W| |c| + (zeta + zeta_o) T
@@ -96,7 +97,7 @@ from fastcert.ibp.torch_path import memo
 from fastcert.models.zoo import Normalize
 
 _MARGIN = 1.0 + 2.0 ** -20  # relative margin of every float64-evaluated constant
-F64_CENTER_FAN_IN = 4096  # float32 layers with at least this fan-in get a float64 center (torch path)
+F64_CENTER_FAN_IN = 4096  # float32 Linear layers with at least this fan-in get a float64 center (torch path)
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -226,11 +227,13 @@ def own_zeta(n: int, dtype: torch.dtype, center64: bool) -> float:
     if not center64:
         return (gamma(n + 1, u) + 64 * u) * _MARGIN
     g64 = gamma(n + 1, 2.0 ** -53)
-    return ((g64 + u) * (1 + 2 * g64) * (1 + 2 * u) + 3 * u) * _MARGIN
+    return ((g64 + u) * (1 + g64) * (1 + 16 * u) + 64 * u) * _MARGIN
 
 
-def use_center64(n: int, dtype: torch.dtype) -> bool:
-    return dtype == torch.float32 and n >= F64_CENTER_FAN_IN
+def use_center64(kind: str, n: int, dtype: torch.dtype) -> bool:
+    """Float64 center for float32 Linear layers of large fan-in (cheap there; a float64 convolution is
+    not on the CPU)."""
+    return kind == "linear" and dtype == torch.float32 and n >= F64_CENTER_FAN_IN
 
 
 def layer_constants(n: int, st_a: float, st_b: float, st_t: float, dtype: torch.dtype, center64: bool = False):
@@ -314,7 +317,7 @@ def affine(op: Op, aff: Op | None, st: State, stats: dict) -> State:
     m = op.module
     dt = st.c.dtype
     n = fan_in(op)
-    c64 = use_center64(n, dt)
+    c64 = use_center64(op.kind, n, dt)
     zeta, bprime, kappa, abs_in = layer_constants(n, st.a, st.b, st.t, dt, center64=c64)
     entry = _folded_sound(op, aff, stats)
     key = ("bt", kappa, abs_in, zeta)

@@ -266,13 +266,14 @@ def test_confidence_bounds_bad_args(arg, data):
 
 # ------------------------------------------------------------------------------ stratified
 @SETTINGS
-@given(arg=st.sampled_from(["alpha", "K", "radii", "p"]), data=st.data())
+@given(arg=st.sampled_from(["keep", "K", "radii", "p"]), data=st.data())
 def test_threshold_bad_args(arg, data):
-    value = data.draw({"alpha": bad_probs, "p": bad_probs,
+    # the keep probability is `keep` (issue 16; the deprecated spelling alpha= is tested in test_stratified)
+    value = data.draw({"keep": bad_probs, "p": bad_probs,
                        "K": st.one_of(st.integers(max_value=0), st.floats(), st.booleans(), st.none()),
                        "radii": st.one_of(st.just([-1]), st.just([1.5]), st.just([10**9]), st.just("12"),
                                           st.none())}[arg])
-    kw = dict(alpha=0.8, K=3, radii=[0, 1], p=0.5)
+    kw = dict(keep=0.8, K=3, radii=[0, 1], p=0.5)
     kw[arg] = value
     raises_naming(lambda: fastcert.threshold(**kw), arg)
 
