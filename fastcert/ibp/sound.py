@@ -163,7 +163,7 @@ def exact_float_mode(device: torch.device):
 class State:
     """Center c and radius data: every reachable value z satisfies |z - c| <= a r + b |c| + t."""
 
-    __slots__ = ("c", "r", "a", "b", "t", "nonneg")
+    __slots__ = ("a", "b", "c", "nonneg", "r", "t")
 
     def __init__(self, c, r, a=1.0, b=0.0, t=0.0, nonneg=False):
         self.c, self.r, self.a, self.b, self.t, self.nonneg = c, r, a, b, t, nonneg
