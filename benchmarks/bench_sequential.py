@@ -81,10 +81,24 @@ def trained_model(arch: str = "mlp", train_size: int = 20_000, epochs: int = 1, 
     return model
 
 
-def fixed_results(dataset: str, points: int, batch: int):
-    """Fixed n = 100,000 CERTIFY on the first ``points`` test points (seed = index), cached."""
+def fixed_results(dataset: str, points: int, batch: int, retime: bool = False):
+    """Fixed n = 100,000 CERTIFY on the first ``points`` test points (seed = index), cached.
+    ``retime``: certify the cached points again (on an otherwise idle machine) for the wall-clock
+    comparison; the counts must be identical to the cached ones (same seed, same samples)."""
     path = OUT / f"fixed_{dataset}.json"
     rows = json.loads(path.read_text()) if path.exists() else []
+    if retime and rows:
+        smooth = fastcert.Smooth(trained_model(dataset=dataset), 10, fastcert.Gaussian(SIGMA))
+        test = fastcert.load_dataset(dataset, "test")
+        for i, row in enumerate(rows[:points]):
+            t = time.perf_counter()
+            c = smooth.certify(test.x[i], N0, N_FIXED, ALPHA, batch, seed=i)
+            row["seconds"] = time.perf_counter() - t
+            if [int(v) for v in c.counts] != row["counts"]:
+                raise RuntimeError(f"fixed-n counts of point {i} differ from the cached run")
+            if i % 50 == 49:
+                print(f"[retime fixed {dataset}] {i + 1}/{points}", flush=True)
+        path.write_text(json.dumps(rows))
     if len(rows) >= points:
         return rows[:points]
     smooth = fastcert.Smooth(trained_model(dataset=dataset), 10, fastcert.Gaussian(SIGMA))
@@ -121,41 +135,58 @@ def _fixed_decisions(row, radii):
     return [bool(row["predict"] != -1 and row["radius"] >= r) for r in radii]
 
 
-def simulate(rows, variants, radii=RADII, reps=4, seed=0, d=784):
-    """Each variant's total estimation samples and decision differences vs the fixed-n rows, with the
-    top class of the fixed run as cA and its p_A = k / 100,000 as the truth (binomial draws per look;
-    the same SequentialState as the engine). Returns {name: dict}."""
+def simulate(rows, variants, radii=RADII, reps=4, seed=0, d=784, shared=True):
+    """Each variant's total estimation samples and decision differences vs fixed n, with the top class
+    of the fixed run as cA and its p_A = k / 100,000 as the truth (binomial draws per look; the same
+    SequentialState as the engine). ``shared``: the engine's sample sequence is the fixed-n one
+    (stream 1), so each replicate draws ONE path to n = 100,000 and compares the sequential decisions
+    on its prefix with the fixed-n decisions on the whole path; otherwise the fixed-n decisions are
+    the cached run's (independent samples). Returns {name: dict}."""
     from fastcert.smoothing import sequential as sq
+    from fastcert.stats import clopper_pearson_lower
 
     rng = np.random.default_rng(seed)
     out = {}
     noise = fastcert.Gaussian(SIGMA)
     for name, kw in variants.items():
         mode = kw.get("mode", "radii")
-        opts = dict(first_n=kw.get("first_n", 128), growth=kw.get("growth", 2.0), final_share=kw.get("final_share", 0.5),
-                    spending=kw.get("spending", "uniform"), futility=kw.get("futility"), tol=kw.get("tol", 0.05))
+        opts = dict(first_n=kw.get("first_n", 128), growth=kw.get("growth", sq.DEFAULT_GROWTH),
+                    final_share=kw.get("final_share", sq.DEFAULT_FINAL_SHARE),
+                    spending=kw.get("spending", sq.DEFAULT_SPENDING), futility=kw.get("futility", sq.DEFAULT_FUTILITY),
+                    tol=kw.get("tol", sq.DEFAULT_TOL), price=kw.get("price", sq.DEFAULT_PRICE))
         plan = sq.SequentialPlan(noise, d, ALPHA, N_FIXED, mode, list(radii) if mode == "radii" else None, **opts)
         passes = diff = dec = 0
-        radius_sum = 0.0
+        radius_sum = fixed_sum = 0.0
         for row in rows:
             p = row["k_top"] / N_FIXED
-            fixed = _fixed_decisions(row, radii)
             for _ in range(reps):
                 st = sq.SequentialState(plan)
                 k = n = 0
+                stopped = None
                 for n_k in plan.looks:
                     k += int(rng.binomial(n_k - n, p))
                     n = n_k
-                    if st.look(k, n):
-                        break
-                passes += N0 + n
+                    if stopped is None and st.look(k, n):
+                        stopped = n
+                        if not shared:
+                            break
+                passes += N0 + stopped
+                if shared:
+                    lo = clopper_pearson_lower(k, N_FIXED, ALPHA)
+                    r_fix = noise.radius(lo, d) if lo > 0.5 else -1.0
+                    fixed = [bool(r_fix >= r) for r in radii]
+                else:
+                    r_fix = row["radius"] if row["predict"] != -1 else -1.0
+                    fixed = _fixed_decisions(row, radii)
                 r_now = plan.radius(st.best_lower)
                 mine = [bool(r_now >= r) for r in radii]
                 diff += sum(a != b for a, b in zip(mine, fixed))
                 dec += len(radii)
-                radius_sum += max(r_now, 0.0) if row["top"] == row["label"] else 0.0
+                right = row["top"] == row["label"]
+                radius_sum += max(r_now, 0.0) if right else 0.0
+                fixed_sum += max(r_fix, 0.0) if right else 0.0
         out[name] = {"passes_per_point": passes / (reps * len(rows)), "decisions_different": diff / dec,
-                     "acr": radius_sum / (reps * len(rows)), **kw}
+                     "acr": radius_sum / (reps * len(rows)), "acr_fixed": fixed_sum / (reps * len(rows)), **kw}
     return out
 
 
@@ -206,8 +237,8 @@ def compare(dataset, fixed, certs, radii):
             "wald_passes": wald, "wald_passes_capped": wald_capped}
 
 
-def study(dataset, points, batch, variant: dict, adaptive: dict):
-    fixed = fixed_results(dataset, points, batch)
+def study(dataset, points, batch, variant: dict, adaptive: dict, retime: bool = False):
+    fixed = fixed_results(dataset, points, batch, retime)
     res = {"dataset": dataset, "points": points, "variant": variant, "adaptive": adaptive}
     fixed_seconds = sum(r["seconds"] for r in fixed[:points])
     for name, radii in (("three_radii", RADII), ("one_radius", RADII[:1])):
@@ -250,9 +281,11 @@ if __name__ == "__main__":
     p.add_argument("--points", type=int, default=100)
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--fixed-only", action="store_true")
+    p.add_argument("--retime-fixed", action="store_true",
+                   help="certify the cached fixed-n points again for the wall clock (counts must match)")
     p.add_argument("--simulate", action="store_true", help="compare the test variants by simulation")
     p.add_argument("--variant", default="{}", help="JSON options of the sequential test (radii mode)")
-    p.add_argument("--adaptive", default='{"tol": 0.05}', help="JSON options of the adaptive mode")
+    p.add_argument("--adaptive", default='{}', help="JSON options of the adaptive mode")
     a = p.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     if a.fixed_only:
@@ -281,4 +314,4 @@ if __name__ == "__main__":
                   f"{100 * res[name]['decisions_different']:5.2f}% diff | 1 radius: "
                   f"{one[name]['passes_per_point']:8.0f} {100 * one[name]['decisions_different']:5.2f}%")
     else:
-        study(a.dataset, a.points, a.batch, json.loads(a.variant), json.loads(a.adaptive))
+        study(a.dataset, a.points, a.batch, json.loads(a.variant), json.loads(a.adaptive), a.retime_fixed)

@@ -11,9 +11,12 @@ import numpy as np
 
 ABSTAIN = -1
 
-# Philox stream of each use of a test point's seed: selection, estimation, predict, sequential looks,
-# confidence values. Two uses never share a stream, so their samples are independent.
-STREAM_SELECT, STREAM_ESTIMATE, STREAM_PREDICT, STREAM_SEQUENTIAL, STREAM_CONFIDENCE = 0, 1, 2, 3, 5
+# Philox stream of each use of a test point's seed: selection, estimation, predict, confidence values.
+# Selection and estimation never share a stream, so the selected class is independent of the samples
+# that bound its probability. The sequential looks read the estimation stream's prefixes, so the last
+# look of a sequential run sees exactly the samples of fixed-n CERTIFY with the same seed (stream 3,
+# their former stream, stays unused).
+STREAM_SELECT, STREAM_ESTIMATE, STREAM_PREDICT, STREAM_CONFIDENCE = 0, 1, 2, 5
 
 
 @dataclass(eq=False)

@@ -19,6 +19,7 @@ from scipy.stats import binom
 from scipy.stats import norm as normal
 
 import fastcert
+from fastcert.smoothing.certificate import STREAM_ESTIMATE
 from fastcert.smoothing.noise import Gaussian, Laplace, Noise, Uniform
 from fastcert.smoothing.sequential import (_min_certifying_count, look_levels, look_schedule, threshold_for_radius)
 from fastcert.stats import clopper_pearson_lower
@@ -128,11 +129,11 @@ def test_naive_repeated_testing_is_caught():
     reps = 300
     wrong = 0
     for rep in range(reps):
-        counts, _ = s.sample_counts(x, SEQ["max_n"], 4096, 1000 + rep, stream=3)
+        counts, _ = s.sample_counts(x, SEQ["max_n"], 4096, 1000 + rep, stream=STREAM_ESTIMATE)
         # reproduce the per-look counts by drawing prefixes (deterministic given the seed)
         hit = False
         for n_k in looks:
-            c_k, _ = s.sample_counts(x, n_k, 4096, 1000 + rep, stream=3)
+            c_k, _ = s.sample_counts(x, n_k, 4096, 1000 + rep, stream=STREAM_ESTIMATE)
             lo = clopper_pearson_lower(int(c_k[1]), n_k, SEQ["alpha"])
             hit |= lo > 0.5 and noise.radius(lo, 2) >= r
         assert int(c_k[1]) == int(counts[1])  # same prefix property the sequential test relies on
@@ -230,19 +231,28 @@ def test_certificate_fields_consistent():
     # the reported lower bound is the best Clopper-Pearson bound over the looks taken, each at its level
     bounds = []
     for n_k, a_k in zip(c.extra["looks"], c.extra["levels"]):
-        ck, _ = s.sample_counts(torch.tensor([0.4, 0.0]), n_k, 8192, 2, stream=3)
+        ck, _ = s.sample_counts(torch.tensor([0.4, 0.0]), n_k, 8192, 2, stream=STREAM_ESTIMATE)
         k = int(ck[1])
         bounds.append(beta_dist.ppf(a_k, k, n_k - k + 1) if k else 0.0)
     assert c.p_lower == pytest.approx(max(bounds), rel=1e-12)
     assert math.isclose(sum(look_levels(len(c.extra["schedule"]), 0.01, 0.5)), 0.01)
 
 
+class _ArgmaxOfThree(torch.nn.Module):
+    """Three classes, the largest of the first three coordinates: at x = 0 each has probability 1/3."""
+
+    def forward(self, z):
+        return z.reshape(z.shape[0], -1)[:, :3]
+
+
 def test_abstain_when_no_class_dominates():
-    s = smooth_for(Gaussian(0.25))
-    c = s.certify(torch.tensor([0.0, 0.0]), n0=100, n=20_000, alpha=0.01, batch_size=8192, seed=4,
-                  radii=[0.1], sequential=True)
-    assert c.prediction == -1 and c.radius == 0.0 and c.certified == {0.1: False}
-    assert c.n_used < 100 + 20_000
+    s = fastcert.Smooth(_ArgmaxOfThree(), 3, Gaussian(0.25))
+    for seed in range(3):
+        c = s.certify(torch.zeros(3), n0=100, n=100_000, alpha=0.01, batch_size=8192, seed=seed,
+                      radii=[0.1], sequential=True)
+        assert c.prediction == -1 and c.radius == 0.0 and c.certified == {0.1: False}
+        # p_A = 1/3 is far below the 1/2 that r = 0 needs: futility settles it within the first looks
+        assert c.n_used < 100 + 2_000, c.extra["looks"]
 
 
 def test_deterministic_given_seed():
@@ -293,3 +303,51 @@ def test_bad_input_x_and_alpha():
     with pytest.raises(ValueError, match="alpha"):
         fastcert.smoothing.sequential.certify_sequential(s, torch.tensor([0.1, 0.0]), n0=10, alpha=0.0, batch_size=10,
                                                radii=[0.1], max_n=100)
+
+
+def test_final_look_sees_the_fixed_n_samples():
+    """An input undecided until the last look is certified from exactly fixed-n CERTIFY's samples
+    (same seed): the counts agree, and the bound is Clopper-Pearson on them at the last look's level."""
+    noise = NOISES["gaussian"]
+    s = smooth_for(noise)
+    x = torch.tensor([0.2, 0.0])  # p_1 = Phi(0.8) ~ 0.79: the target 0.2 needs p_1 >= 0.79, never settled early
+    c = s.certify(x, n=SEQ["max_n"], seed=7, radii=[0.2], sequential=True, futility=None, **SEQ)
+    assert c.extra["looks"][-1] == SEQ["max_n"]
+    fixed = s.certify(x, SEQ["n0"], SEQ["max_n"], SEQ["alpha"], SEQ["batch_size"], seed=7)
+    assert np.array_equal(c.counts, fixed.counts)
+    k = int(c.counts[1])
+    last = clopper_pearson_lower(k, SEQ["max_n"], c.extra["levels"][-1])
+    assert c.p_lower >= last and c.p_lower <= fixed.p_lower + 1e-12
+
+
+@pytest.mark.parametrize("name", ["gaussian", "laplace"])
+def test_price_rule_predictions_match_scalar_bounds(name):
+    """The vectorized predicted radii of the adaptive price rule equal the scalar computation (Clopper-
+    Pearson at each look's level on the count rate * n_m, then the noise's radius)."""
+    from fastcert.smoothing.sequential import SequentialPlan, _predicted_radius
+
+    noise = NOISES[name]
+    plan = SequentialPlan(noise, 2, 0.001, 50_000, "adaptive", None, 128, 1.25, 0.5, "uniform", 0.05, 0.01, 3e5)
+    for rate in (0.6, 0.97, 0.9995, 1.0):
+        for start in (0, 7, len(plan.looks) - 1):
+            got = plan.predicted_radii(rate, start)
+            want = [_predicted_radius(noise, rate, n, a, 2) for n, a in zip(plan.looks[start:], plan.levels[start:])]
+            assert np.allclose(got, want, rtol=1e-12, atol=0), (rate, start)
+
+
+def test_price_rule_spends_fewer_samples_where_the_radius_grows_slowly():
+    """At pA ~ 1 the radius grows like sqrt(log n) and never stops growing, so the tol rule alone
+    (tol = 0) runs to max_n; the price rule stops once later looks add less radius than their samples
+    are worth, and a higher price buys more samples."""
+    s = smooth_for(Gaussian(0.25))
+    x = torch.tensor([2.0, 0.0])  # pA = Phi(8)
+    kw = dict(n0=100, n=100_000, alpha=0.001, batch_size=8192, seed=3, sequential=True, mode="adaptive", tol=0.0)
+    full = s.certify(x, price=None, **kw)
+    cheap = s.certify(x, price=3e4, **kw)
+    dear = s.certify(x, price=1e5, **kw)
+    assert full.n_used == 100 + 100_000
+    assert cheap.n_used < dear.n_used < full.n_used
+    assert 0 < cheap.radius < dear.radius <= full.radius
+    assert cheap.extra["price"] == 3e4 and full.extra["price"] is None
+    # the default price (3e5 per sigma) values the last look's larger share of alpha: run to the end
+    assert s.certify(x, **kw).n_used == full.n_used
