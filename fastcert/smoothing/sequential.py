@@ -256,7 +256,7 @@ class SequentialState:
             raise ValueError(f"look {i} expects {plan.looks[i]} samples, got {n}")
         self.index += 1
         self.taken.append(n)
-        self.best_lower = max(self.best_lower, clopper_pearson_lower(int(k), n, plan.levels[i]))
+        self.best_lower = max(self.best_lower, self._bound(int(k), n, i))
         r_now = plan.radius(self.best_lower)
         upper = clopper_pearson_upper(int(k), n, plan.fut_levels[i])
         final = n == plan.looks[-1]
@@ -275,6 +275,10 @@ class SequentialState:
             cap = _predicted_radius(plan.noise, upper, plan.max_n, plan.levels[-1], plan.d)
             self.done = final or (zero_decided and (cap - r_cur <= plan.tol or self._not_worth_it(k, n, r_cur)))
         return self.done
+
+    def _bound(self, k: int, n: int, i: int) -> float:
+        """L_i: the Clopper-Pearson lower bound of look i at its level a_i."""
+        return clopper_pearson_lower(k, n, self.plan.levels[i])
 
     def _not_worth_it(self, k: int, n: int, r_cur: float) -> bool:
         """The price rule: no later look's predicted radius gain is worth its samples."""
