@@ -64,18 +64,20 @@ def test_prediction_kept_sampling(name, mode, variant, judge, monkeypatch):
     judge(wrong, trials, ALPHA, variant, noise=name)
 
 
+@pytest.mark.parametrize("price", [None, 3e4, sequential.DEFAULT_PRICE])
 @pytest.mark.parametrize("name", sorted(NOISES))
-def test_adaptive_confidence_sequence(name, mode, variant, judge, monkeypatch):
-    """Adaptive mode (anytime-valid lower confidence sequence, stop when the radius cannot grow by more
-    than tol): the returned radius must not exceed the truth g."""
+def test_adaptive_confidence_sequence(name, price, mode, variant, judge, monkeypatch):
+    """Adaptive mode (anytime-valid lower confidence sequence; stop when the radius cannot grow by more
+    than tol, or, with a price, when no later look is predicted to be worth its samples: 3e4 stops
+    early and often, where the bound is loosest): the returned radius must not exceed the truth g."""
     _control(monkeypatch, variant)
     g = 0.15
     trials = TRIALS[mode]
-    certs = _run(NOISES[name], g, trials, mode="adaptive", tol=0.01)
+    certs = _run(NOISES[name], g, trials, mode="adaptive", tol=0.01, price=price)
     informative = sum(c.prediction == 1 for c in certs)
     wrong = sum(c.prediction == 0 or (c.prediction == 1 and c.radius > g) for c in certs)
     assert informative > trials // 2
-    judge(wrong, trials, ALPHA, variant, noise=name)
+    judge(wrong, trials, ALPHA, variant, noise=name, price=price)
 
 
 def test_batched_equals_alone():
