@@ -42,10 +42,13 @@ import pytest
 import torch
 from torch import nn
 
-import fastcert
-from fastcert.models.zoo import Normalize, build_model
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # this checkout's fastcert, also from the peers' scratch environment
+    sys.path.insert(0, str(ROOT))
+
+import fastcert  # noqa: E402
+from fastcert.models.zoo import Normalize, build_model  # noqa: E402
+
 CACHE = ROOT / "build" / "bench_peers"
 EPS = 2 / 255
 NORM_P = {"l1": 1.0, "l2": 2.0, "linf": float("inf")}

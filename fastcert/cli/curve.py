@@ -43,6 +43,9 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, default=100, help="attack steps per run")
     p.add_argument("--targets", type=int, default=3,
                    help="targeted attack runs per point, towards the runner-up classes (FAB^T)")
+    p.add_argument("--patience", type=int, default=10,
+                   help="a point leaves an attack run after this many steps without shortening its distance "
+                        "by more than 0.01%% (0: every point runs every step)")
     p.set_defaults(batch=128)
     add_selection(p)
     add_split(p)
@@ -136,7 +139,7 @@ def compute_curve(model, x, y, norms, args, label: str, out=None, settings=None)
                 continue
             # one batch exactly as curve() computes it on all points: same composition, seed + s
             c = curve(model, x[s:e], y[s:e], norms, method=args.search, restarts=args.restarts, steps=args.steps,
-                      targets=args.targets,
+                      targets=args.targets, patience=args.patience or None,
                       batch_size=batch, seed=args.seed + s, label=label, device=args.device)
             for nm in norms:
                 dist[nm][s:e] = c.distances[nm]

@@ -46,13 +46,91 @@ def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------
 # exact box-constrained step to a half-space
 # ---------------------------------------------------------------------------------------------------
-def halfspace_step(w: torch.Tensor, c: torch.Tensor, x: torch.Tensor, norm: str):
+def halfspace_step(w: torch.Tensor, c: torch.Tensor, x: torch.Tensor, norm: str, max_rounds: int = 12):
     """Smallest ``delta`` (in ``norm``) with ``w . delta >= c`` and ``0 <= x + delta <= 1``.
 
     w, x: (B, D); c: (B,). Returns ``(delta (B, D), size (B,))``; size is 0 where ``c <= 0`` and +inf
     where no point of the box reaches the half-space (delta is then the farthest box corner in that
-    direction). Exact (sorting, no iteration) up to floating-point rounding; use float64.
+    direction). Exact up to floating-point rounding; use float64.
+
+    The solution is delta_i = sgn(w_i) min(lam * s_i, room_i) with s_i = |w_i| (l2) or 1 (linf), room_i
+    the distance to the box face in w_i's direction, and lam the root of the piecewise-linear, monotone
+    g(lam) = sum_i |w_i| min(lam s_i, room_i) = c (l1: the coordinates by decreasing |w_i|, a fractional
+    knapsack). l2 / linf: an active-set iteration finds lam without sorting: with S the coordinates
+    known to be saturated, lam_S = (c - sum_S |w_i| room_i) / sum_{not S} |w_i| s_i satisfies
+    g(lam_S) <= c, so lam_S <= lam and every coordinate with room_i < lam_S s_i is saturated at lam
+    too; add them to S and repeat. When no coordinate joins, g(lam_S) = c: lam_S is the root. Each
+    round is O(D) per row and the rounds are few (the saturated set only grows); rows not settled
+    after ``max_rounds`` go to the sorting solver (:func:`halfspace_step_sorted`). l1: the ``k`` largest
+    |w_i| by topk, enough where their capacity covers c (the usual sparse case), else the full sort.
     """
+    check_norm(norm)
+    B, D = w.shape
+    a = w.abs()
+    sgn = torch.sign(w)
+    room = torch.where(w > 0, 1.0 - x, torch.where(w < 0, x, torch.zeros_like(x))).clamp_min(0.0)
+    cap = (a * room).sum(1)
+    need = c.clamp_min(0.0)
+    feasible = cap >= need
+    zero = need <= 0
+    todo = feasible & ~zero
+    step = torch.zeros_like(w)
+    if norm == "l1":
+        k = min(D, 32)
+        top = torch.topk(a, k, dim=1)
+        a_s, order = top.values, top.indices
+        r_s = room.gather(1, order)
+        gain = a_s * r_s
+        before = torch.cumsum(gain, 1) - gain
+        covered = (before + gain)[:, -1] >= need
+        full = before + gain < need[:, None]
+        part = (~full) & (before < need[:, None])
+        amount = torch.where(full, r_s, torch.zeros_like(r_s))
+        frac = torch.where(part & (a_s > 0), (need[:, None] - before) / a_s.clamp_min(1e-300), torch.zeros_like(r_s))
+        amount = amount + torch.minimum(frac, r_s)
+        step = step.scatter(1, order, amount)
+        pending = todo & ~covered
+    else:
+        s_i = a if norm == "l2" else None  # linf: s_i = 1
+        usable = (a > 0) & (room > 0)  # the coordinates that can move w . delta at all
+        ar = torch.where(usable, a * room, torch.zeros_like(a))
+        slope_i = torch.where(usable, a * s_i if s_i is not None else a, torch.zeros_like(a))
+        # thresholds: coordinate i saturates once lam > room_i / s_i (inf where it cannot move)
+        brk = torch.where(usable, room / s_i.clamp_min(1e-300) if s_i is not None else room,
+                          torch.full_like(a, float("inf")))
+        spent = torch.zeros_like(need)
+        slope = slope_i.sum(1)
+        free = usable
+        pending = todo.clone()
+        lam = torch.zeros_like(need)
+        for _ in range(max_rounds):
+            lam = torch.where(slope > 0, (need - spent) / slope.clamp_min(1e-300), torch.zeros_like(need))
+            new = free & (brk < lam[:, None])
+            newf = new.to(a.dtype)
+            spent = spent + (ar * newf).sum(1)
+            slope = slope - (slope_i * newf).sum(1)
+            free = free & ~new
+            pending = pending & new.any(1)
+            if not bool(pending.any()):
+                break
+        lam_i = lam[:, None] * s_i if s_i is not None else lam[:, None].expand_as(a)
+        step = torch.where(usable, torch.minimum(lam_i, room), torch.zeros_like(room))
+    if bool(pending.any()):  # not settled: the sorting solver on those rows
+        rows = torch.nonzero(pending)[:, 0]
+        d_rows, _ = halfspace_step_sorted(w[rows], c[rows], x[rows], norm)
+        step[rows] = d_rows.abs()
+    step = torch.where(zero[:, None], torch.zeros_like(step), step)
+    step = torch.where(feasible[:, None], step, room)
+    delta = sgn * step
+    size = lp_norm(delta, norm)
+    size = torch.where(feasible, size, torch.full_like(size, float("inf")))
+    size = torch.where(zero, torch.zeros_like(size), size)
+    return delta, size
+
+
+def halfspace_step_sorted(w: torch.Tensor, c: torch.Tensor, x: torch.Tensor, norm: str):
+    """:func:`halfspace_step` by sorting every row's breakpoints (O(D log D) per row, no iteration): the
+    reference of the tests and the fallback of the active-set solver."""
     check_norm(norm)
     B, D = w.shape
     a = w.abs()
@@ -333,56 +411,75 @@ def _nearest_boundary(w: torch.Tensor, g: torch.Tensor, xd: torch.Tensor, y: tor
 
 def fab_attack(twin: _Twin, x0: torch.Tensor, y: torch.Tensor, norm: str, steps: int = 100,
                x_start: torch.Tensor | None = None, eta: float = 1.05, beta: float = 0.9, alpha_max: float = 0.1,
-               target: torch.Tensor | None = None):
+               target: torch.Tensor | None = None, patience: int | None = None):
     """One FAB-style run from ``x_start`` (default x0); x0: (B, D) float32 in [0, 1]. ``target`` (B,):
     the targeted variant (FAB^T of Croce & Hein): every step projects onto the linearized boundary of
     that class only, instead of the nearest one (and needs the gradients of two logits, not all C).
+    ``patience``: a row that has found an adversarial point stops once ``patience`` steps in a row
+    have not shortened its best distance by more than 0.01% (later steps then run on the other rows
+    only); None runs every row for all ``steps``.
 
     Returns ``(x_adv (B, D) float32, size (B,) float64)`` with size +inf where no adversarial point was
     found. Every returned point was checked adversarial by ``twin.wrong`` (float32 and float64).
     """
     B, D = x0.shape
-    x0d = x0.double()
-    best = torch.full((B,), float("inf"), dtype=torch.float64, device=x0.device)
+    dev = x0.device
+    x0d_all = x0.double()
+    best = torch.full((B,), float("inf"), dtype=torch.float64, device=dev)
     best_adv = x0.clone()
     x = (x0 if x_start is None else x_start).clone()
-    ar = torch.arange(B, device=x0.device)
     if target is None:
         with torch.no_grad():
             C = twin.logits32(x0[:1]).shape[1]
-        pair = torch.arange(C, device=x0.device).expand(B, C)
+        pair_all = torch.arange(C, device=dev).expand(B, C)
     else:
-        pair = torch.stack([y, target], 1)
-    for _ in range(steps):
-        xd = x.double()
+        pair_all = torch.stack([y, target], 1)
+    last = torch.zeros(B, dtype=torch.long, device=dev)  # step of the last real improvement
+    idx = torch.arange(B, device=dev)  # the rows still running
+    for step in range(steps):
+        n = idx.numel()
+        if n == 0:
+            break
+        full = n == B
+        xa = x if full else x[idx]
+        x0d = x0d_all if full else x0d_all[idx]
+        ya = y if full else y[idx]
+        pair = pair_all if full else pair_all[idx]
+        ar = torch.arange(n, device=dev)
+        xd = xa.double()
+        logits, jac = _logits_and_jacobian(twin, xa, pair)
+        logits, jac = logits.double(), jac.double()
         if target is None:
-            logits, jac = _logits_and_jacobian(twin, x, pair)
-            logits, jac = logits.double(), jac.double()
-            g = logits - logits[ar, y][:, None]  # (B, C): class j wins where g_j >= 0
-            w = jac - jac[ar, y][:, None, :]  # (B, C, D)
+            g = logits - logits[ar, ya][:, None]  # (n, C): class j wins where g_j >= 0
+            w = jac - jac[ar, ya][:, None, :]  # (n, C, D)
             # distance to the linearized boundaries, box included (the plain |g| / ||w||_dual of FAB
             # ignores the box and then picks the wrong class near its faces); the nearest one is the target
-            j, d_x = _nearest_boundary(w, g, xd, y, norm)
+            j, d_x = _nearest_boundary(w, g, xd, ya, norm)
             wj, gj = w[ar, j], g[ar, j]
         else:
-            logits, jac = _logits_and_jacobian(twin, x, pair)
-            logits, jac = logits.double(), jac.double()
             wj = jac[:, 1] - jac[:, 0]
-            gj = logits[ar, target] - logits[ar, y]
+            gj = logits[ar, pair[:, 1]] - logits[ar, ya]
             d_x, _ = halfspace_step(wj, -gj, xd, norm)  # from the current point
         # from the original point onto the same linearized boundary: w.(x0 + d - x) + g >= 0
         d_0, _ = halfspace_step(wj, -gj - (wj * (x0d - xd)).sum(1), x0d, norm)
         n_x, n_0 = lp_norm(d_x, norm), lp_norm(d_0, norm)
         alpha = torch.clamp(n_x / (n_x + n_0).clamp_min(1e-12), max=alpha_max)[:, None]
         x_new = ((1 - alpha) * (xd + eta * d_x) + alpha * (x0d + eta * d_0)).clamp(0.0, 1.0).float()
-        is_adv = twin.wrong(x_new, y)
+        is_adv = twin.wrong(x_new, ya)
         size = lp_norm(x_new.double() - x0d, norm)
-        upd = is_adv & (size < best)
-        best = torch.where(upd, size, best)
-        best_adv = torch.where(upd[:, None], x_new, best_adv)
+        b_old = best[idx]
+        upd = is_adv & (size < b_old)
+        real = upd & ~(size >= b_old * (1 - 1e-4))  # a first success, or shorter by more than 0.01%
+        best[idx] = torch.where(upd, size, b_old)
+        best_adv[idx] = torch.where(upd[:, None], x_new, best_adv[idx])
+        last[idx] = torch.where(real, torch.full_like(last[idx], step), last[idx])
         # after a success step back towards x0 (FAB's backward step), else continue from the new point
         back = ((1 - beta) * x0d + beta * x_new.double()).float()
-        x = torch.where(is_adv[:, None], back, x_new)
+        x[idx] = torch.where(is_adv[:, None], back, x_new)
+        if patience is not None:
+            keep = ~torch.isfinite(best[idx]) | (step - last[idx] < patience)
+            if not bool(keep.all()):
+                idx = idx[keep]
     return best_adv, best
 
 
@@ -413,9 +510,10 @@ def _default_radius(norm: str, D: int) -> float:
     return {"linf": 0.1, "l2": 0.1 * math.sqrt(D), "l1": 0.1 * D}[norm]
 
 
-def _run(twin: _Twin, x: torch.Tensor, y: torch.Tensor, norm: str, steps: int, start=None, target=None):
+def _run(twin: _Twin, x: torch.Tensor, y: torch.Tensor, norm: str, steps: int, start=None, target=None,
+         patience=None):
     """One FAB run refined by bisection -> (size (B,) float64, x_adv (B, D))."""
-    adv, size = fab_attack(twin, x, y, norm, steps=steps, x_start=start, target=target)
+    adv, size = fab_attack(twin, x, y, norm, steps=steps, x_start=start, target=target, patience=patience)
     found = torch.isfinite(size)
     if bool(found.any()):
         adv_r, size_r = refine(twin, x, adv, y, norm)
@@ -430,7 +528,7 @@ _IMPROVED = 1e-3
 
 def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, *, input_shape,
                     steps: int = 100, restarts: int = 3, seed: int = 0, twin: _Twin | None = None,
-                    targets: int = 0):
+                    targets: int = 0, patience: int | None = 10):
     """Smallest adversarial perturbation found by FAB-style runs: one from x, up to ``restarts`` random
     starts, and ``targets`` targeted runs from x, one per runner-up class in the order of the clean logits.
 
@@ -450,7 +548,7 @@ def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
         raise ValueError(f"targets must be >= 0, got {targets}")
     who = np.array(["failed"] * B, dtype=object)
 
-    best, best_adv = _run(twin, x, y, norm, steps)
+    best, best_adv = _run(twin, x, y, norm, steps, patience=patience)
     who[torch.isfinite(best).cpu().numpy()] = "fab"
 
     def keep(rows, size, adv, name):
@@ -475,7 +573,7 @@ def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
         xs, b = x[rows], best[rows]
         radius = torch.where(torch.isfinite(b), 0.5 * b, torch.full_like(b, _default_radius(norm, D)))
         start = _random_start(xs.double(), radius.cpu(), norm, gen).float()
-        size, adv = _run(twin, xs, y[rows], norm, steps, start=start)
+        size, adv = _run(twin, xs, y[rows], norm, steps, start=start, patience=patience)
         open_ = keep(rows, size, adv, f"fab-restart{r}")
 
     if targets:
@@ -485,7 +583,8 @@ def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
         order = lg.argsort(1, descending=True)[:, :min(targets, lg.shape[1] - 1)]
         T = order.shape[1]
         # all targeted runs as one batch: row t*B + b runs point b towards its (t+1)-th runner-up
-        size, adv = _run(twin, x.repeat(T, 1), y.repeat(T), norm, steps, target=order.T.reshape(-1))
+        size, adv = _run(twin, x.repeat(T, 1), y.repeat(T), norm, steps, target=order.T.reshape(-1),
+                         patience=patience)
         size, adv = size.reshape(T, B), adv.reshape(T, B, D)
         for t in range(T):
             keep(torch.arange(B, device=x.device), size[t], adv[t], f"fab-target{t + 1}")

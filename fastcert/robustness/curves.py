@@ -28,6 +28,7 @@ from fastcert.ibp.radius import certified_radius
 from fastcert.robustness.attacks import _Twin, affine_min_perturbation, affine_relu_layers, min_norm_attack
 from fastcert.robustness.distances import parse_norms
 from fastcert.robustness.exact_mip import mip_min_perturbation
+from fastcert.validate import check_int
 
 __all__ = ["curve", "RobustnessCurve", "load_curve", "ibp_certified_band"]
 
@@ -291,7 +292,8 @@ def _one_norm(model, twin: _Twin, xf, y, wrong, norm: str, use: str, layers, opt
             else:
                 size, xa, names = min_norm_attack(model, xb, yb, norm, input_shape=opts["input_shape"],
                                                   steps=opts["steps"], restarts=opts["restarts"],
-                                                  seed=opts["seed"] + s, twin=twin, targets=opts["targets"])
+                                                  seed=opts["seed"] + s, twin=twin, targets=opts["targets"],
+                                                  patience=opts["patience"])
                 names = np.array(names, dtype=object)
                 if use == "exact":
                     _exact_batch(layers, xb, yb, sel, size, xa, names, norm, opts["mip_time_limit"], log)
@@ -324,7 +326,7 @@ def _certified_radii(certified, model, x, y, dist: dict, norms, batch_size: int)
 
 
 def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: int = 2, steps: int = 100,
-          targets: int = 3,
+          targets: int = 3, patience: int | None = 10,
           batch_size: int = 256, seed: int = 0, certified=None, label: str = "model", keep_adversarials=False,
           mip_time_limit: float = 60.0, device=None, progress: bool = False) -> RobustnessCurve:
     """Minimal adversarial perturbations of ``model`` at (x, y) in each norm -> :class:`RobustnessCurve`.
@@ -334,8 +336,9 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
     method: "linear" (exact, affine models only), "attack" (FAB-style: one run from x, up to ``restarts``
     random restarts (the first on every point, each further one only on the points the previous one
     improved by more than 0.1%) and ``targets`` targeted runs towards the runner-up classes, run as one
-    batch, ``steps`` steps each, bisection refinement; upper bounds on d_p, the smallest over all runs kept
-    and its run logged in ``.attacks``),
+    batch, ``steps`` steps each, bisection refinement; a point leaves a run once ``patience`` steps in a
+    row have not shortened its distance by more than 0.01%, None keeps every point for all steps; upper
+    bounds on d_p, the smallest over all runs kept and its run logged in ``.attacks``),
     "exact" (after the attack, a mixed-integer program solved by HiGHS: MILPs for l1 and linf, an
     outer-approximation sequence of MILPs for l2 that stops when the proven lower bound is within 1e-4
     relative of the best point; the lower bounds are in ``.meta["mip_lower"]``; small ReLU nets), "auto".
@@ -346,6 +349,8 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
     norms = parse_norms(norms)
     x, y = _check_inputs(model, x, y, method, {"restarts": (restarts, 0), "steps": (steps, 1),
                                                "batch_size": (batch_size, 1), "targets": (targets, 0)})
+    if patience is not None:
+        patience = check_int("patience", patience, 1)
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
@@ -364,6 +369,7 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
         wrong = torch.cat([model(x[s:s + batch_size]).argmax(1) != y[s:s + batch_size] for s in range(0, N, batch_size)])
     dist, att, advs, meta = {}, {}, {}, {"method": use, "time_s": {}}
     opts = {"batch_size": batch_size, "steps": steps, "restarts": restarts, "seed": seed, "targets": targets,
+            "patience": patience,
             "input_shape": input_shape, "mip_time_limit": mip_time_limit}
     log = {"attack": {}, "lower": {}}  # method="exact": per norm, the attack distance / MIP lower bound per point
     bar = None

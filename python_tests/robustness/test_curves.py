@@ -334,3 +334,31 @@ def test_targeted_runs_only_improve_and_are_verified(relu_model, digits):
     assert torch.all(m64(tgt.adversarials["l2"][ok].double()).argmax(1) != y[ok])
     with pytest.raises(ValueError, match="targets"):
         fastcert.curve(relu_model, x, y, targets=-1)
+
+
+def test_patience_drops_settled_points_and_keeps_them_valid(relu_model, digits):
+    """With ``patience`` a point leaves a FAB run once it stops improving: the run evaluates fewer rows,
+    every point it reports is adversarial (float32 and float64), nothing is lost where the full run found
+    a point, and a bad patience is refused by name."""
+    from fastcert.robustness.attacks import _Twin, fab_attack
+
+    _, te = digits
+    x, y = te.x[:24].reshape(24, -1).float(), te.y[:24]
+    twin = _Twin(relu_model, te.x.shape[1:], x.device)
+    rows = []
+    hook = twin.m32.register_forward_hook(lambda mod, inp, out: rows.append(int(out.shape[0])))
+    try:
+        adv_full, d_full = fab_attack(twin, x, y, "l2", steps=60)
+        n_full, rows[:] = sum(rows), []
+        adv_pat, d_pat = fab_attack(twin, x, y, "l2", steps=60, patience=3)
+        n_pat = sum(rows)
+    finally:
+        hook.remove()
+    assert n_pat < 0.8 * n_full
+    found = torch.isfinite(d_pat)
+    assert torch.equal(found, torch.isfinite(d_full))
+    assert bool(twin.wrong(adv_pat[found], y[found]).all())
+    assert np.allclose(torch.linalg.vector_norm(adv_pat[found].double() - x[found].double(), dim=1).numpy(),
+                       d_pat[found].numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="patience"):
+        fastcert.curve(relu_model, te.x[:4], te.y[:4], norms=("l2",), patience=0)
