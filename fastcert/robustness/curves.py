@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,28 +252,47 @@ def _linear_batch(layers, twin: _Twin, xb, yb, norm: str):
     return size, xa, names
 
 
-def _exact_batch(layers, xb, yb, sel, size, xa, names, norm: str, time_limit: float, log: dict):
+def _exact_batch(layers, xb, yb, sel, size, xa, names, norm: str, time_limit: float, log: dict, workers: int = 1,
+                 bar=None):
     """After the attack, the MIP per point: the attack's (size, xa, names) updated in place where the
-    MIP is optimal; the attack distance and the MIP's lower bound recorded in ``log`` by point index."""
+    MIP is optimal; the attack distance and the MIP's lower bound recorded in ``log`` by point index.
+    ``workers`` points are solved at once (threads: HiGHS releases the GIL while it solves, one HiGHS
+    thread each); ``bar`` advances by one as each point finishes."""
+    from concurrent.futures import ThreadPoolExecutor
+
     L = [(W.numpy(), b.numpy()) for W, b in layers]
-    for k in range(sel.numel()):
-        r = mip_min_perturbation(L, xb[k].double().cpu().numpy(), int(yb[k]), norm, upper=float(size[k]),
-                                 time_limit=time_limit)
-        log["attack"].setdefault(norm, {})[int(sel[k])] = float(size[k])
-        log["lower"].setdefault(norm, {})[int(sel[k])] = float(r["lower"])
-        if r["status"] == "optimal" and math.isfinite(r["distance"]):
-            # optimal up to HiGHS' tolerances: when the attack's verified witness is as small, it is kept
-            # (it is the optimum to within those tolerances)
-            if r["distance"] <= float(size[k]):
-                size[k] = r["distance"]
-                if r["x_adv"] is not None:
-                    xa[k] = torch.from_numpy(r["x_adv"]).float().to(xb.device)
-            names[k] = "exact"
-        elif r["status"] == "infeasible" and not math.isfinite(float(size[k])):
-            size[k] = float("inf")
-            names[k] = "exact"
-        else:
-            names[k] = f"{names[k]} (mip {r['status']})"
+    upper = [float(v) for v in size]
+
+    def solve(k):
+        return mip_min_perturbation(L, xb[k].double().cpu().numpy(), int(yb[k]), norm, upper=upper[k],
+                                    time_limit=time_limit)
+
+    n = sel.numel()
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, n))) as pool:
+        futures = [pool.submit(solve, k) for k in range(n)]
+        for k, fut in enumerate(futures):  # in point order, so the updates do not depend on timing
+            r = fut.result()
+            _apply_mip(r, k, sel, size, xa, names, norm, log, xb.device)
+            if bar is not None:
+                bar.update(1)
+
+
+def _apply_mip(r, k, sel, size, xa, names, norm, log, device):
+    log["attack"].setdefault(norm, {})[int(sel[k])] = float(size[k])
+    log["lower"].setdefault(norm, {})[int(sel[k])] = float(r["lower"])
+    if r["status"] == "optimal" and math.isfinite(r["distance"]):
+        # optimal up to HiGHS' tolerances: when the attack's verified witness is as small, it is kept
+        # (it is the optimum to within those tolerances)
+        if r["distance"] <= float(size[k]):
+            size[k] = r["distance"]
+            if r["x_adv"] is not None:
+                xa[k] = torch.from_numpy(r["x_adv"]).float().to(device)
+        names[k] = "exact"
+    elif r["status"] == "infeasible" and not math.isfinite(float(size[k])):
+        size[k] = float("inf")
+        names[k] = "exact"
+    else:
+        names[k] = f"{names[k]} (mip {r['status']})"
 
 
 def _one_norm(model, twin: _Twin, xf, y, wrong, norm: str, use: str, layers, opts: dict, log: dict, bar):
@@ -296,11 +316,14 @@ def _one_norm(model, twin: _Twin, xf, y, wrong, norm: str, use: str, layers, opt
                                                   patience=opts["patience"])
                 names = np.array(names, dtype=object)
                 if use == "exact":
-                    _exact_batch(layers, xb, yb, sel, size, xa, names, norm, opts["mip_time_limit"], log)
+                    if bar is not None:  # the points that need no MIP are done; the MIP's advance one by one
+                        bar.update(e - s - sel.numel())
+                    _exact_batch(layers, xb, yb, sel, size, xa, names, norm, opts["mip_time_limit"], log,
+                                 opts["mip_workers"], bar)
             d[sel.cpu().numpy()] = size.double().cpu().numpy()
             a[sel.cpu().numpy()] = names
             adv[sel] = xa.to(adv.dtype)
-        if bar is not None:
+        if bar is not None and not (use == "exact" and sel.numel()):
             bar.update(e - s)
     return d, a, adv
 
@@ -328,7 +351,8 @@ def _certified_radii(certified, model, x, y, dist: dict, norms, batch_size: int)
 def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: int = 2, steps: int = 100,
           targets: int = 3, patience: int | None = 10,
           batch_size: int = 256, seed: int = 0, certified=None, label: str = "model", keep_adversarials=False,
-          mip_time_limit: float = 60.0, device=None, progress: bool = False) -> RobustnessCurve:
+          mip_time_limit: float = 60.0, mip_workers: int | None = None, device=None,
+          progress: bool = False) -> RobustnessCurve:
     """Minimal adversarial perturbations of ``model`` at (x, y) in each norm -> :class:`RobustnessCurve`.
 
     model: a torch module mapping (B, *input_shape) images in [0, 1] to logits (fastcert zoo models);
@@ -341,7 +365,8 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
     bounds on d_p, the smallest over all runs kept and its run logged in ``.attacks``),
     "exact" (after the attack, a mixed-integer program solved by HiGHS: MILPs for l1 and linf, an
     outer-approximation sequence of MILPs for l2 that stops when the proven lower bound is within 1e-4
-    relative of the best point; the lower bounds are in ``.meta["mip_lower"]``; small ReLU nets), "auto".
+    relative of the best point; the lower bounds are in ``.meta["mip_lower"]``; small ReLU nets;
+    ``mip_workers`` points at once, default one per CPU; ``progress`` advances per point), "auto".
     certified: None, "ibp" (the largest IBP-certified linf radius, by bisection to 1e-4, see
     :func:`ibp_certified_band`; also a valid lower bound for l1 and l2 since those balls lie inside the
     linf ball), or a dict {norm: (N,) radii} you computed (e.g. smoothing).
@@ -351,6 +376,7 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
                                                "batch_size": (batch_size, 1), "targets": (targets, 0)})
     if patience is not None:
         patience = check_int("patience", patience, 1)
+    mip_workers = (os.cpu_count() or 1) if mip_workers is None else check_int("mip_workers", mip_workers, 1)
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
@@ -369,7 +395,7 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
         wrong = torch.cat([model(x[s:s + batch_size]).argmax(1) != y[s:s + batch_size] for s in range(0, N, batch_size)])
     dist, att, advs, meta = {}, {}, {}, {"method": use, "time_s": {}}
     opts = {"batch_size": batch_size, "steps": steps, "restarts": restarts, "seed": seed, "targets": targets,
-            "patience": patience,
+            "patience": patience, "mip_workers": mip_workers,
             "input_shape": input_shape, "mip_time_limit": mip_time_limit}
     log = {"attack": {}, "lower": {}}  # method="exact": per norm, the attack distance / MIP lower bound per point
     bar = None

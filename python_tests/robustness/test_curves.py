@@ -362,3 +362,80 @@ def test_patience_drops_settled_points_and_keeps_them_valid(relu_model, digits):
                        d_pat[found].numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="patience"):
         fastcert.curve(relu_model, te.x[:4], te.y[:4], norms=("l2",), patience=0)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+def test_halfspace_step_is_the_exact_box_constrained_minimum(norm):
+    """halfspace_step (active set / top-k, with the sorting fallback forced by max_rounds=1) equals the
+    sorting solver, and at D = 3 both equal a linear / quadratic program solved by SciPy: the smallest
+    ||delta|| with w . delta >= c and 0 <= x + delta <= 1 (size +inf where the box cannot reach it)."""
+    from fastcert.robustness.attacks import halfspace_step, halfspace_step_sorted
+
+    gen = torch.Generator().manual_seed(5)
+    for D in (1, 3, 7, 64, 784):
+        B = 48
+        w = torch.randn(B, D, generator=gen, dtype=torch.float64)
+        w = w * (torch.rand(B, D, generator=gen, dtype=torch.float64) < 0.8)
+        x = torch.rand(B, D, generator=gen, dtype=torch.float64)
+        x[torch.rand(B, D, generator=gen) < 0.3] = 0.0
+        x[torch.rand(B, D, generator=gen) < 0.1] = 1.0
+        c = torch.randn(B, generator=gen, dtype=torch.float64) * torch.tensor([0.05, 0.5, 5.0, 50.0]).repeat(12)
+        ref_d, ref_s = halfspace_step_sorted(w, c, x, norm)
+        for rounds in (1, 12):
+            d, s = halfspace_step(w, c, x, norm, max_rounds=rounds)
+            assert torch.equal(torch.isfinite(s), torch.isfinite(ref_s))
+            assert torch.allclose(d, ref_d, rtol=1e-9, atol=1e-12)
+        if D == 3:
+            for i in range(B):
+                wi, xi, ci = w[i].numpy(), x[i].numpy(), float(c[i])
+                bounds = list(zip(-xi, 1 - xi))
+                if ci <= 0:
+                    assert float(ref_s[i]) == 0.0
+                    continue
+                reach = sum(max(wk * lo, wk * hi) for wk, (lo, hi) in zip(wi, bounds))
+                if reach < ci - 1e-9:
+                    assert not np.isfinite(float(ref_s[i]))
+                    continue
+                if reach < ci + 1e-9:
+                    continue  # touching the box corner: either answer is within rounding
+                cons = [{"type": "ineq", "fun": lambda v, wi=wi, ci=ci: wi @ v - ci}]
+                p = {"l1": 1, "l2": 2, "linf": np.inf}[norm]
+                best = min((minimize(lambda v: np.linalg.norm(v, p), x0, bounds=bounds, constraints=cons,
+                                     method="SLSQP").fun
+                            for x0 in (np.zeros(3), np.array([b[1] for b in bounds]), np.array([b[0] for b in bounds]))),
+                           default=np.inf)
+                assert float(ref_s[i]) <= best + 1e-5  # SLSQP stops within its tolerance (~1e-6)
+                di = ref_d[i].numpy()  # and the step is feasible
+                assert wi @ di >= ci - 1e-9 and np.all(xi + di >= -1e-12) and np.all(xi + di <= 1 + 1e-12)
+
+
+def test_exact_points_solve_in_parallel_with_per_point_progress(relu_model, digits):
+    """method="exact": MIPs solved two at a time give the same distances and attack names as one at a
+    time, the progress bar advances once per solved point, and a bad mip_workers is refused by name."""
+    from fastcert.robustness import curves as cv
+
+    _, te = digits
+    x, y = te.x[:6], te.y[:6]
+    one = fastcert.curve(relu_model, x, y, norms=("linf",), method="exact", mip_workers=1)
+    two = fastcert.curve(relu_model, x, y, norms=("linf",), method="exact", mip_workers=2)
+    assert np.allclose(one.distances["linf"], two.distances["linf"], rtol=1e-9, atol=0)
+    assert list(one.attacks["linf"]) == list(two.attacks["linf"])
+
+    class Bar:
+        def __init__(self):
+            self.steps = []
+
+        def update(self, k):
+            self.steps.append(k)
+
+    layers = affine_relu_layers(relu_model, te.x.shape[1:])
+    xb, yb = x.reshape(6, -1).float(), y
+    size = torch.full((6,), float("inf"), dtype=torch.float64)
+    names = np.array(["failed"] * 6, dtype=object)
+    bar, log = Bar(), {"attack": {}, "lower": {}}
+    cv._exact_batch(layers, xb, yb, torch.arange(6), size, xb.clone(), names, "linf", 60.0, log, workers=2, bar=bar)
+    assert bar.steps == [1] * 6
+    assert np.allclose(size.numpy(), np.where(np.array(list(one.attacks["linf"])) == "exact", one.distances["linf"],
+                                              size.numpy()), rtol=1e-4)  # HiGHS' gap tolerance
+    with pytest.raises(ValueError, match="mip_workers"):
+        fastcert.curve(relu_model, x, y, norms=("linf",), method="exact", mip_workers=0)
