@@ -439,9 +439,9 @@ def main(argv=None):
         print("not importable:", why)
     parts = a.parts.split(",")
     if "curves" in parts:
-        strong = {"restarts": a.strong_restarts, "targets": a.strong_targets}
+        strong = {"restarts": a.strong_restarts, "targets": a.strong_targets, "patience": None}
         print(f"(stronger fastcert reference: the minimum over {a.strong_seeds} seeds of restarts={a.strong_restarts}, "
-              f"targets={a.strong_targets})")
+              f"targets={a.strong_targets}, every point running every step)")
         bench_curves(peers, a.points, a.curve_repeats, a.norms.split(","), strong, a.strong_seeds)
     if "crown" in parts:
         bench_crown(peers, a.repeats)

@@ -11,7 +11,7 @@ from torch import nn
 import fastcert
 from fastcert.robustness.attacks import affine_relu_layers
 from fastcert.models.croce import croce_mat_model
-from fastcert.robustness.curves import RobustnessCurve, load_curve
+from fastcert.robustness.curves import load_curve
 from fastcert.robustness.exact_mip import mip_min_perturbation
 from fastcert.models.zoo import build_model
 
