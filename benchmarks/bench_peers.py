@@ -159,9 +159,12 @@ def _peer_distance(model, x, adv, y, norm):
     return torch.where(wrong, d, torch.full_like(d, float("inf"))).numpy()
 
 
-def curve_tools(peers: dict, model, x, y, norm: str) -> dict:
-    """name -> zero-argument callable returning (N,) distances (inf where nothing was found)."""
+def curve_tools(peers: dict, model, x, y, norm: str, full: bool = False) -> dict:
+    """name -> zero-argument callable returning (N,) distances (inf where nothing was found). ``full``: also
+    fastcert's default attack with every point running every step (no patience), the previous default."""
     tools = {"fastcert": lambda: fastcert.curve(model, x, y, norms=(norm,)).distances[norm]}
+    if full:
+        tools["fastcert, every step"] = lambda: fastcert.curve(model, x, y, norms=(norm,), patience=None).distances[norm]
     if "adv_lib" in peers:
         from adv_lib.attacks import fab, fmn
 
@@ -182,13 +185,13 @@ def strength(results: dict, names) -> dict:
 
 
 def bench_curves(peers, points: int, repeats: int, norms, strong: dict, strong_seeds: int = 4,
-                 log=print) -> dict:
+                 log=print, full: bool = False) -> dict:
     model = fmnist_mlp()
     x, y = correct_points(model, points)
     log(f"\n## curves: Fashion-MNIST MLP 784-256-256-10, {x.shape[0]} correctly classified test points")
     rows = {}
     for norm in norms:
-        tools = curve_tools(peers, model, x, y, norm)
+        tools = curve_tools(peers, model, x, y, norm, full)
         dists = {k: f() for k, f in tools.items()}  # one untimed run per tool also serves as warm-up
         t = interleaved(tools, repeats, warmup=0)
         cpu = dict(CPU_TIMES)
@@ -431,6 +434,8 @@ def main(argv=None):
     ap.add_argument("--strong-targets", type=int, default=9, help="targeted runs of each reference run")
     ap.add_argument("--strong-seeds", type=int, default=4, help="reference runs (seeds); the minimum is kept")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--with-full", action="store_true",
+                    help="curves: also time fastcert's attack with every point running every step (no patience)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     peers, why = import_peers()
@@ -442,7 +447,7 @@ def main(argv=None):
         strong = {"restarts": a.strong_restarts, "targets": a.strong_targets, "patience": None}
         print(f"(stronger fastcert reference: the minimum over {a.strong_seeds} seeds of restarts={a.strong_restarts}, "
               f"targets={a.strong_targets}, every point running every step)")
-        bench_curves(peers, a.points, a.curve_repeats, a.norms.split(","), strong, a.strong_seeds)
+        bench_curves(peers, a.points, a.curve_repeats, a.norms.split(","), strong, a.strong_seeds, full=a.with_full)
     if "crown" in parts:
         bench_crown(peers, a.repeats)
     if "ibp" in parts:

@@ -43,7 +43,7 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, default=100, help="attack steps per run")
     p.add_argument("--targets", type=int, default=3,
                    help="targeted attack runs per point, towards the runner-up classes (FAB^T)")
-    p.add_argument("--patience", type=int, default=10,
+    p.add_argument("--patience", type=int, default=5,
                    help="a point leaves an attack run after this many steps without shortening its distance "
                         "by more than 0.01%% (0: every point runs every step)")
     p.set_defaults(batch=128)

@@ -528,7 +528,7 @@ _IMPROVED = 1e-3
 
 def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, *, input_shape,
                     steps: int = 100, restarts: int = 3, seed: int = 0, twin: _Twin | None = None,
-                    targets: int = 0, patience: int | None = 10):
+                    targets: int = 0, patience: int | None = 5):
     """Smallest adversarial perturbation found by FAB-style runs: one from x, up to ``restarts`` random
     starts, and ``targets`` targeted runs from x, one per runner-up class in the order of the clean logits.
 

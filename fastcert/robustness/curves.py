@@ -349,7 +349,7 @@ def _certified_radii(certified, model, x, y, dist: dict, norms, batch_size: int)
 
 
 def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: int = 2, steps: int = 100,
-          targets: int = 3, patience: int | None = 10,
+          targets: int = 3, patience: int | None = 5,
           batch_size: int = 256, seed: int = 0, certified=None, label: str = "model", keep_adversarials=False,
           mip_time_limit: float = 60.0, mip_workers: int | None = None, device=None,
           progress: bool = False) -> RobustnessCurve:
