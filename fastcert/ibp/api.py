@@ -140,7 +140,7 @@ def ibp_bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", C: to
     lo_in = torch.clamp(x - eb, min=x_min)
     hi_in = torch.clamp(x + eb, max=x_max)
     if method == "ibp":
-        return _ibp_torch(ops, lo_in, hi_in, stats, C, need_grad)
+        return _ibp_torch(ops, lo_in, hi_in, stats, C)
     return _crown_ibp(ops, x, lo_in, hi_in, e, norm, stats, C)
 
 
@@ -214,28 +214,19 @@ def _use_triton(backend: str, method: str, x: torch.Tensor, need_grad: bool) -> 
     return False
 
 
-def _ibp_torch(ops, lo_in, hi_in, stats, C, need_grad: bool):
-    """IBP on the torch path: the differentiable propagation when a gradient is needed, else the
-    inference variant with the same bounds. C folded into a last Linear, else applied to the logit box."""
-    c0, r0 = (hi_in + lo_in) * 0.5, (hi_in - lo_in) * 0.5
+def _ibp_torch(ops, lo_in, hi_in, stats, C):
+    """Differentiable IBP on the torch path (calls that need a gradient; the others go through
+    :func:`_ibp_inference`, same bounds)."""
     fold = C is not None and ops[-1].kind == "linear"
-    if need_grad:
-        c, r = propagate(ops, c0, r0, stats, spec=C, fold_last=fold)
-    else:  # same bounds, fewer memory passes (BN folded into weights, in-place interval ReLU)
-        with torch.no_grad():
-            c, r, k = propagate_fast(ops, c0, r0, stats, spec=C, fold_last=fold, owned=True)
-            if k != 1.0:
-                c, r = c / k, r / k
-    if C is not None and not fold:
-        _check_spec(C, c)
-        c, r = torch.einsum("bmo,bo->bm", C, c), torch.einsum("bmo,bo->bm", C.abs(), r)
-    return c - r, c + r
+    c, r = propagate(ops, (hi_in + lo_in) * 0.5, (hi_in - lo_in) * 0.5, stats, spec=C, fold_last=fold)
+    return _logit_bounds(c, r, C, fold)
 
 
 def _ibp_inference(ops, x, eb, x_min: float, x_max: float, stats, C):
-    """IBP without autograd: the clipped box enters as 2 x (center, radius) = (hi + lo, hi - lo), built in
-    place (5 passes over the input instead of 8), and propagate_fast absorbs the factor 2 into the first
-    layer's weights; same bounds as :func:`_ibp_torch`."""
+    """IBP without autograd (BN folded into the weights, in-place interval ReLU): the clipped box enters
+    as 2 x (center, radius) = (hi + lo, hi - lo), built in place (5 passes over the input instead of 8),
+    and propagate_fast absorbs the factor 2 into the first layer's weights; same bounds as
+    :func:`_ibp_torch`."""
     fold = C is not None and ops[-1].kind == "linear"
     with torch.no_grad():
         lo = torch.sub(x, eb).clamp_(min=x_min)
@@ -245,6 +236,11 @@ def _ibp_inference(ops, x, eb, x_min: float, x_max: float, stats, C):
         c, r, k = propagate_fast(ops, c2, r2, stats, spec=C, fold_last=fold, owned=True, k=2.0)
         if k != 1.0:
             c, r = c / k, r / k
+    return _logit_bounds(c, r, C, fold)
+
+
+def _logit_bounds(c, r, C, fold: bool):
+    """(lower, upper) from the output box; C, unless folded into the last Linear, applied to the box."""
     if C is not None and not fold:
         _check_spec(C, c)
         c, r = torch.einsum("bmo,bo->bm", C, c), torch.einsum("bmo,bo->bm", C.abs(), r)

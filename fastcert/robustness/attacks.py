@@ -46,6 +46,42 @@ def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------
 # exact box-constrained step to a half-space
 # ---------------------------------------------------------------------------------------------------
+def _box_setup(w: torch.Tensor, c: torch.Tensor, x: torch.Tensor):
+    """The quantities both half-space solvers start from: |w|, sign(w), the room to the box face in w's
+    direction, the total reachable gain, the needed gain, and the feasible / already-satisfied rows."""
+    a = w.abs()
+    sgn = torch.sign(w)
+    room = torch.where(w > 0, 1.0 - x, torch.where(w < 0, x, torch.zeros_like(x))).clamp_min(0.0)
+    cap = (a * room).sum(1)
+    need = c.clamp_min(0.0)
+    return a, sgn, room, cap, need, cap >= need, need <= 0
+
+
+def _knapsack(a_s, r_s, order, need, like):
+    """l1 fractional knapsack over coordinates listed by decreasing |w| (a_s, r_s at positions ``order``):
+    -> (|step| scattered into the shape of ``like``, whether the listed coordinates cover ``need``)."""
+    gain = a_s * r_s
+    before = torch.cumsum(gain, 1) - gain  # gain of the coordinates strictly before k
+    full = before + gain < need[:, None]  # coordinate k is used entirely
+    part = (~full) & (before < need[:, None])  # the one coordinate used partially
+    amount = torch.where(full, r_s, torch.zeros_like(r_s))
+    frac = torch.where(part & (a_s > 0), (need[:, None] - before) / a_s.clamp_min(1e-300), torch.zeros_like(r_s))
+    amount = amount + torch.minimum(frac, r_s)
+    return torch.zeros_like(like).scatter(1, order, amount), (before + gain)[:, -1] >= need
+
+
+def _box_result(step, sgn, room, feasible, zero, norm: str):
+    """|step| per coordinate -> (delta, size): 0 where nothing is needed, the farthest corner and +inf
+    where the box cannot reach the half-space."""
+    step = torch.where(zero[:, None], torch.zeros_like(step), step)
+    step = torch.where(feasible[:, None], step, room)
+    delta = sgn * step
+    size = lp_norm(delta, norm)
+    size = torch.where(feasible, size, torch.full_like(size, float("inf")))
+    size = torch.where(zero, torch.zeros_like(size), size)
+    return delta, size
+
+
 def halfspace_step(w: torch.Tensor, c: torch.Tensor, x: torch.Tensor, norm: str, max_rounds: int = 12):
     """Smallest ``delta`` (in ``norm``) with ``w . delta >= c`` and ``0 <= x + delta <= 1``.
 
@@ -65,30 +101,11 @@ def halfspace_step(w: torch.Tensor, c: torch.Tensor, x: torch.Tensor, norm: str,
     |w_i| by topk, enough where their capacity covers c (the usual sparse case), else the full sort.
     """
     check_norm(norm)
-    B, D = w.shape
-    a = w.abs()
-    sgn = torch.sign(w)
-    room = torch.where(w > 0, 1.0 - x, torch.where(w < 0, x, torch.zeros_like(x))).clamp_min(0.0)
-    cap = (a * room).sum(1)
-    need = c.clamp_min(0.0)
-    feasible = cap >= need
-    zero = need <= 0
+    a, sgn, room, _, need, feasible, zero = _box_setup(w, c, x)
     todo = feasible & ~zero
-    step = torch.zeros_like(w)
     if norm == "l1":
-        k = min(D, 32)
-        top = torch.topk(a, k, dim=1)
-        a_s, order = top.values, top.indices
-        r_s = room.gather(1, order)
-        gain = a_s * r_s
-        before = torch.cumsum(gain, 1) - gain
-        covered = (before + gain)[:, -1] >= need
-        full = before + gain < need[:, None]
-        part = (~full) & (before < need[:, None])
-        amount = torch.where(full, r_s, torch.zeros_like(r_s))
-        frac = torch.where(part & (a_s > 0), (need[:, None] - before) / a_s.clamp_min(1e-300), torch.zeros_like(r_s))
-        amount = amount + torch.minimum(frac, r_s)
-        step = step.scatter(1, order, amount)
+        top = torch.topk(a, min(w.shape[1], 32), dim=1)
+        step, covered = _knapsack(top.values, room.gather(1, top.indices), top.indices, need, w)
         pending = todo & ~covered
     else:
         s_i = a if norm == "l2" else None  # linf: s_i = 1
@@ -119,40 +136,18 @@ def halfspace_step(w: torch.Tensor, c: torch.Tensor, x: torch.Tensor, norm: str,
         rows = torch.nonzero(pending)[:, 0]
         d_rows, _ = halfspace_step_sorted(w[rows], c[rows], x[rows], norm)
         step[rows] = d_rows.abs()
-    step = torch.where(zero[:, None], torch.zeros_like(step), step)
-    step = torch.where(feasible[:, None], step, room)
-    delta = sgn * step
-    size = lp_norm(delta, norm)
-    size = torch.where(feasible, size, torch.full_like(size, float("inf")))
-    size = torch.where(zero, torch.zeros_like(size), size)
-    return delta, size
+    return _box_result(step, sgn, room, feasible, zero, norm)
 
 
 def halfspace_step_sorted(w: torch.Tensor, c: torch.Tensor, x: torch.Tensor, norm: str):
     """:func:`halfspace_step` by sorting every row's breakpoints (O(D log D) per row, no iteration): the
     reference of the tests and the fallback of the active-set solver."""
     check_norm(norm)
-    B, D = w.shape
-    a = w.abs()
-    sgn = torch.sign(w)
-    room = torch.where(w > 0, 1.0 - x, torch.where(w < 0, x, torch.zeros_like(x))).clamp_min(0.0)
-    cap = (a * room).sum(1)
-    need = c.clamp_min(0.0)
-    feasible = cap >= need
-    zero = need <= 0
+    a, sgn, room, cap, need, feasible, zero = _box_setup(w, c, x)
     if norm == "l1":
         # fractional knapsack: spend on the coordinates with the largest |w| first
         order = torch.argsort(a, dim=1, descending=True)
-        a_s = a.gather(1, order)
-        r_s = room.gather(1, order)
-        gain = a_s * r_s
-        before = torch.cumsum(gain, 1) - gain  # gain of the coordinates strictly before k
-        full = before + gain < need[:, None]  # coordinate k is used entirely
-        part = (~full) & (before < need[:, None])  # the one coordinate used partially
-        amount = torch.where(full, r_s, torch.zeros_like(r_s))
-        frac = torch.where(part & (a_s > 0), (need[:, None] - before) / a_s.clamp_min(1e-300), torch.zeros_like(r_s))
-        amount = amount + torch.minimum(frac, r_s)
-        step = torch.zeros_like(w).scatter(1, order, amount)
+        step, _ = _knapsack(a.gather(1, order), room.gather(1, order), order, need, w)
     elif norm == "linf":
         # water level t: delta_i = sgn_i * min(t, room_i), h(t) = sum a_i min(t, room_i)
         order = torch.argsort(room, dim=1)
@@ -183,13 +178,7 @@ def halfspace_step_sorted(w: torch.Tensor, c: torch.Tensor, x: torch.Tensor, nor
         q_k = q.gather(1, k[:, None])[:, 0]
         lam = torch.where(q_k > 0, (need - s_k) / q_k.clamp_min(1e-300), torch.zeros_like(need))
         step = torch.minimum(lam[:, None] * a, room)
-    step = torch.where(zero[:, None], torch.zeros_like(step), step)
-    step = torch.where(feasible[:, None], step, room)
-    delta = sgn * step
-    size = lp_norm(delta, norm)
-    size = torch.where(feasible, size, torch.full_like(size, float("inf")))
-    size = torch.where(zero, torch.zeros_like(size), size)
-    return delta, size
+    return _box_result(step, sgn, room, feasible, zero, norm)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -469,7 +458,7 @@ def fab_attack(twin: _Twin, x0: torch.Tensor, y: torch.Tensor, norm: str, steps:
         size = lp_norm(x_new.double() - x0d, norm)
         b_old = best[idx]
         upd = is_adv & (size < b_old)
-        real = upd & ~(size >= b_old * (1 - 1e-4))  # a first success, or shorter by more than 0.01%
+        real = upd & (size < b_old * (1 - 1e-4))  # a first success, or shorter by more than 0.01%
         best[idx] = torch.where(upd, size, b_old)
         best_adv[idx] = torch.where(upd[:, None], x_new, best_adv[idx])
         last[idx] = torch.where(real, torch.full_like(last[idx], step), last[idx])

@@ -8,6 +8,8 @@ under compute-sanitizer: scripts/cuda_sanitize.sh.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,10 @@ from fastcert import _core, _native
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU", allow_module_level=True)
-_core_cuda = pytest.importorskip("fastcert._core_cuda")
+if importlib.util.find_spec("fastcert._core_cuda") is None:
+    pytest.skip("fastcert._core_cuda was not built (no nvcc at build time; see fastcert.build_info())",
+                allow_module_level=True)
+from fastcert import _core_cuda  # noqa: E402  (built: a failing import is an error, not a skip)
 DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 
 
