@@ -342,6 +342,40 @@ def nearest_by_label(q, r, qlab, rlab, exclude, norm: int) -> tuple:
     return _core.nearest_by_label(q, r, qlab, rlab, exclude, norm)
 
 
+def _check_crown(lam, per_sample: dict, writeable: bool) -> tuple:
+    """Shared checks of the CROWN kernels: lam (B, K, F) float32/float64 C-contiguous; every per-sample array
+    (B, F) of lam's dtype. Returns (B, K, F)."""
+    _check_array("lam", lam, (np.float32, np.float64), 3, writeable=writeable)
+    B, K, F = lam.shape
+    for name, a in per_sample.items():
+        _check_array(name, a, (lam.dtype,), 2)
+        if a.shape != (B, F):
+            raise ValueError(f"{name} must have shape ({B}, {F}) to match lam {lam.shape}, got {a.shape}")
+    return B, K, F
+
+
+def crown_relu_back(lam: np.ndarray, a_l: np.ndarray, a_u: np.ndarray, t: np.ndarray, bias: np.ndarray,
+                    threads: int = 0) -> None:
+    """CROWN's step through a ReLU, fused (csrc/crown), in place: lam (B, K, F) <- lam * (lam >= 0 ? a_l : a_u)
+    and bias (B, K) += sum_f min(lam, 0) * t; a_l, a_u, t are (B, F). One read and one write of lam."""
+    B, K, _ = _check_crown(lam, {"a_l": a_l, "a_u": a_u, "t": t}, writeable=True)
+    _check_array("bias", bias, (lam.dtype,), 2, writeable=True)
+    if bias.shape != (B, K):
+        raise ValueError(f"bias must have shape ({B}, {K}) to match lam {lam.shape}, got {bias.shape}")
+    _core.crown_relu_back(lam, a_l, a_u, t, bias, _check_uint("threads", threads, _U32))
+
+
+def crown_concretize(lam: np.ndarray, c: np.ndarray, r: np.ndarray, x: np.ndarray | None = None, dual: int = 0,
+                     threads: int = 0) -> np.ndarray:
+    """Sums over the features of lam (B, K, F) in one read (csrc/crown) -> (B, K, 4) float64:
+    sum lam c, sum |lam| r, sum lam x (0 when x is None), and sum lam^2 (dual 1) / max |lam| (dual 2) / 0."""
+    arrays = {"c": c, "r": r} if x is None else {"c": c, "r": r, "x": x}
+    _check_crown(lam, arrays, writeable=False)
+    if dual not in (0, 1, 2):
+        raise ValueError(f"dual must be 0 (none), 1 (l2) or 2 (l1), got {dual!r}")
+    return _core.crown_concretize(lam, c, r, x, int(dual), _check_uint("threads", threads, _U32))
+
+
 def max_threads() -> int:
     """OpenMP threads of the sampling kernels."""
     return int(_core.max_threads())

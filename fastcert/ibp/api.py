@@ -260,7 +260,7 @@ def _crown_ibp(ops, x, lo_in, hi_in, e, norm: str, stats, C):
     m = C.shape[1]
     lam = torch.cat([C, -C], 1)
     bias = torch.zeros(lam.shape[:2], dtype=c.dtype, device=c.device)
-    lam, bias = crown.backward(ops, lam, bias, record, stats)
+    lam, bias = crown.backward(ops, lam, bias, record, stats, own=True)
     low = crown.concretize(lam, bias, x, lo_in, hi_in, e, norm)
     return low[:, :m], -low[:, m:]
 

@@ -19,14 +19,20 @@ Speed (same bounds): the multipliers of convolutional layers are kept channels-l
 convolutions run about twice as fast on that layout), the ReLU step is one select and one multiply, sums
 of products over the features are batched matrix products, and an input normalization right before the
 first convolution is folded into that convolution's weights (its shift into the bias) instead of
-costing two passes over the largest multiplier.
+costing two passes over the largest multiplier. Without autograd (inference), on the CPU, the ReLU step and
+the concretization are fused C++ kernels (csrc/crown, through fastcert._native) that read the multiplier
+once: same bounds up to float rounding (their sums accumulate in double). :data:`FUSED` switches them off.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from fastcert import _native
 from fastcert.ibp.graph import Op, bn_affine
+
+# Use the fused CPU kernels where they apply (no autograd, CPU, float32/float64); False: torch ops only.
+FUSED = True
 
 
 def _relax(lo, hi):
@@ -64,6 +70,44 @@ def _feat_dot(lam, t):
     return torch.bmm(L, v.to(L.dtype)).squeeze(2)
 
 
+def _fusable(*ts) -> bool:
+    """Whether the fused kernels can take these tensors: CPU, one float dtype, nothing that needs a gradient."""
+    if not FUSED:
+        return False
+    d = ts[0].dtype
+    return d in (torch.float32, torch.float64) and all(
+        t.device.type == "cpu" and t.dtype == d and not t.requires_grad for t in ts)
+
+
+def _flat(lam):
+    """A (B, K, F) view of lam sharing its memory, and a function that lays a per-sample tensor (B, *f) out
+    in the same feature order as a contiguous (B, F) array; (None, None) for any other layout."""
+    B, K = lam.shape[:2]
+    if lam.is_contiguous():
+        return lam.view(B, K, -1), lambda t: t.reshape(B, -1).contiguous().numpy()
+    if _cl5(lam):
+        return (lam.permute(0, 1, 3, 4, 2).reshape(B, K, -1),
+                lambda t: t.permute(0, 2, 3, 1).reshape(B, -1).contiguous().numpy())
+    return None, None
+
+
+def _relu_step(lam, bias, lo, hi, own: bool):
+    """Lambda through a ReLU with pre-activation bounds [lo, hi] -> (lam, bias). With ``own`` the fused
+    kernel may overwrite lam (no other reference to it is used later)."""
+    if _fusable(lam, bias, lo, hi):
+        if not own:
+            lam = lam.clone(memory_format=torch.preserve_format)
+        flat, per_sample = _flat(lam)
+        if flat is not None:
+            a_l, a_u, t = (per_sample(v) for v in _relax(lo, hi))
+            bias = bias.clone().contiguous()
+            _native.crown_relu_back(flat.numpy(), a_l, a_u, t, bias.numpy(), torch.get_num_threads())
+            return lam, bias
+    a_l, a_u, t = (_like(v, lam).unsqueeze(1) for v in _relax(lo, hi))
+    lam = lam * torch.where(lam >= 0, a_l, a_u)
+    return lam, bias + _feat_dot(lam.clamp(max=0), t.squeeze(1))
+
+
 def _conv_back(m, lam, in_shape, weight):
     """lam (B, K, *out_shape) through a Conv2d backwards (transposed convolution) -> (B, K, *in_shape)."""
     B, K = lam.shape[:2]
@@ -79,8 +123,9 @@ def _conv_back(m, lam, in_shape, weight):
     return flat.view(B, K, *in_shape) if flat.is_contiguous() else flat.unflatten(0, (B, K))
 
 
-def backward(ops: list[Op], lam: torch.Tensor, bias: torch.Tensor, record: dict, stats: dict):
-    """Move (lam: (B, K, *out_shape), bias: (B, K)) from the output of ``ops`` to their input."""
+def backward(ops: list[Op], lam: torch.Tensor, bias: torch.Tensor, record: dict, stats: dict, own: bool = False):
+    """Move (lam: (B, K, *out_shape), bias: (B, K)) from the output of ``ops`` to their input. ``own``: the
+    caller keeps no other use of lam, so it may be updated in place."""
     B, K = lam.shape[:2]
     n = len(ops)
     # an input normalization (per-channel affine with non-zero scale) right before a conv is folded into it
@@ -118,11 +163,10 @@ def backward(ops: list[Op], lam: torch.Tensor, bias: torch.Tensor, record: dict,
             lam = lam * scale.view(view)
         elif k == "relu":
             lo, hi = record[id(op)]
-            a_l, a_u, t = (_like(v, lam).unsqueeze(1) for v in _relax(lo, hi))
-            lam = lam * torch.where(lam >= 0, a_l, a_u)
-            bias = bias + _feat_dot(lam.clamp(max=0), t.squeeze(1))
+            lam, bias = _relu_step(lam, bias, lo, hi, own)
         elif k == "flatten":
             lam = lam.reshape(B, K, *in_shape)
+            continue  # a view: ownership unchanged
         elif k == "pool":
             out_shape = lam.shape[2:]
             with torch.enable_grad():
@@ -137,11 +181,25 @@ def backward(ops: list[Op], lam: torch.Tensor, bias: torch.Tensor, record: dict,
             lam, bias = l1 + l2, b1 + b2
         else:  # pragma: no cover
             raise AssertionError(k)
+        own = True  # every op above returns a new tensor
     return lam, bias
 
 
 def concretize(lam, bias, x, lo, hi, eps, norm):
     """Minimum of lam . z + bias over z in [lo, hi] (and over the eps-ball around x for l1/l2)."""
+    if _fusable(lam, bias, x, lo, hi):
+        flat, per_sample = _flat(lam)
+        if flat is not None:
+            ball = norm != "linf"
+            s = _native.crown_concretize(flat.numpy(), per_sample((hi + lo) * 0.5), per_sample((hi - lo) * 0.5),
+                                         per_sample(x) if ball else None, {"linf": 0, "l2": 1, "l1": 2}[norm],
+                                         torch.get_num_threads())
+            s = torch.from_numpy(s).to(lam.dtype)
+            box = s[..., 0] - s[..., 1] + bias
+            if not ball:
+                return box
+            dual = s[..., 3].sqrt() if norm == "l2" else s[..., 3]
+            return torch.maximum(box, s[..., 2] - eps.view(-1, 1) * dual + bias)
     c = (hi + lo) * 0.5
     r = (hi - lo) * 0.5
     box = _feat_dot(lam, c) - _feat_dot(lam.abs(), r) + bias

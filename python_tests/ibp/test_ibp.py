@@ -65,6 +65,10 @@ def _net(name: str) -> tuple[nn.Module, tuple]:
                             Residual(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))), nn.ReLU(),
                             Residual(nn.Sequential(nn.Linear(8, 8)), nn.Linear(8, 8)), nn.Linear(8, 3))
         shape = (5,)
+    elif name == "residual_relu_last":  # the main branch ends in a ReLU: both branches start from one multiplier
+        net = nn.Sequential(nn.Flatten(), nn.Linear(5, 8), nn.ReLU(), Residual(nn.Sequential(nn.Linear(8, 8), nn.ReLU())),
+                            nn.Linear(8, 3))
+        shape = (5,)
     elif name == "mlp_small":
         net = nn.Sequential(nn.Flatten(), nn.Linear(18, 16), nn.ReLU(), nn.Linear(16, 5))
         shape = (2, 3, 3)
@@ -370,22 +374,72 @@ def test_spec_folding_sound_and_tighter(name):
     assert _inside(margins, lo, hi)
 
 
-@pytest.mark.parametrize("name", ["mlp_bn1d", "cnn_bn2d_pool", "basic_blocks", "cifar_resnet8", "residual_container"])
-def test_crown_ibp_sound_and_tighter(name):
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts the calls of the fused CROWN kernels (fastcert.ibp.crown -> fastcert._native)."""
+    from fastcert.ibp import crown
+    calls = {"relu": 0, "concretize": 0}
+
+    def counted(key, fn):
+        def wrapper(*a, **k):
+            calls[key] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(crown._native, "crown_relu_back", counted("relu", crown._native.crown_relu_back))
+    monkeypatch.setattr(crown._native, "crown_concretize", counted("concretize", crown._native.crown_concretize))
+    return calls
+
+
+def _crown(path, *args, **kw):
+    """CROWN-IBP bounds on the autograd path (torch ops) or on the inference path (fused kernels)."""
+    if path == "fused":
+        with torch.no_grad():
+            return fastcert.ibp_bounds(*args, method="crown-ibp", **kw)
+    return fastcert.ibp_bounds(*args, method="crown-ibp", **kw)
+
+
+@pytest.mark.parametrize("path", ["autograd", "fused"])
+@pytest.mark.parametrize("name", ["mlp_bn1d", "cnn_bn2d_pool", "basic_blocks", "cifar_resnet8", "residual_container",
+                                  "residual_relu_last"])
+def test_crown_ibp_sound_and_tighter(name, path, kernel_calls):
     net, g, B, x, C = _margin_case(name, seed=5, B=6)
     eps = 0.02
-    lo, hi = fastcert.ibp_bounds(net, x, eps, C=C, method="crown-ibp")
+    lo, hi = _crown(path, net, x, eps, C=C)
+    assert (kernel_calls["relu"] > 0 and kernel_calls["concretize"] > 0) == (path == "fused")
     ilo, ihi = fastcert.ibp_bounds(net, x, eps, C=C)
     outs = _outputs(net, _samples(x, eps, N_POINTS // B, g))
     assert _inside(torch.einsum("bmk,nbk->nbm", C, outs), lo, hi)
     assert float((lo >= ilo - 1e-6).float().mean()) > 0.5  # tighter in most cases
     # logit bounds (no C) are sound too
-    lo2, hi2 = fastcert.ibp_bounds(net, x, eps, method="crown-ibp")
+    lo2, hi2 = _crown(path, net, x, eps)
     assert _inside(outs, lo2, hi2)
     # at eps = 0 CROWN-IBP is exact
-    l0, h0 = fastcert.ibp_bounds(net, x, 0.0, method="crown-ibp")
+    l0, h0 = _crown(path, net, x, 0.0)
     with torch.no_grad():
         torch.testing.assert_close(l0, net(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+@pytest.mark.parametrize("name", NETS + ["residual_relu_last"])
+def test_fused_kernels_match_torch_ops(name, norm, dtype, kernel_calls, monkeypatch):
+    """The fused ReLU step and concretization (no autograd) give the torch ops' bounds up to rounding, on
+    every layer type (channels-last and plain multipliers, residual branches sharing one multiplier)."""
+    from fastcert.ibp import crown
+    net, g, B, x, C = _margin_case(name, seed=8, B=5)
+    net, x, C = net.to(dtype), x.to(dtype), C.to(dtype)
+    eps = 0.2 if norm != "linf" else 0.03
+    with torch.no_grad():
+        fused = [fastcert.ibp_bounds(net, x, eps, C=c, norm=norm, method="crown-ibp") for c in (C, None)]
+        assert kernel_calls["relu"] > 0 and kernel_calls["concretize"] == 2
+        monkeypatch.setattr(crown, "FUSED", False)
+        plain = [fastcert.ibp_bounds(net, x, eps, C=c, norm=norm, method="crown-ibp") for c in (C, None)]
+    assert kernel_calls["concretize"] == 2  # the switch turns them off
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-11)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a[0], b[0], **tol)
+        torch.testing.assert_close(a[1], b[1], **tol)
 
 
 def test_spec_matrix_folding_on_margins():
