@@ -342,6 +342,18 @@ def nearest_by_label(q, r, qlab, rlab, exclude, norm: int) -> tuple:
     return _core.nearest_by_label(q, r, qlab, rlab, exclude, norm)
 
 
+def interval_relu(c: np.ndarray, r: np.ndarray, c_out: np.ndarray, r_out: np.ndarray, threads: int = 0) -> None:
+    """Interval ReLU in center/radius form (csrc/ibp), elementwise over 1-D arrays of one float dtype:
+    lo = max(c - r, 0), hi = max(c + r, 0), c_out = (hi + lo) / 2, r_out = (hi - lo) / 2. The outputs may be
+    the inputs (in place)."""
+    _check_array("c", c, (np.float32, np.float64), 1)
+    for name, a, w in (("r", r, False), ("c_out", c_out, True), ("r_out", r_out, True)):
+        _check_array(name, a, (c.dtype,), 1, writeable=w)
+        if a.shape != c.shape:
+            raise ValueError(f"{name} must have shape {c.shape} to match c, got {a.shape}")
+    _core.interval_relu(c, r, c_out, r_out, _check_uint("threads", threads, _U32))
+
+
 def _check_crown(lam, per_sample: dict, writeable: bool) -> tuple:
     """Shared checks of the CROWN kernels: lam (B, K, F) float32/float64 C-contiguous; every per-sample array
     (B, F) of lam's dtype. Returns (B, K, F)."""
@@ -356,7 +368,7 @@ def _check_crown(lam, per_sample: dict, writeable: bool) -> tuple:
 
 def crown_relu_back(lam: np.ndarray, a_l: np.ndarray, a_u: np.ndarray, t: np.ndarray, bias: np.ndarray,
                     threads: int = 0) -> None:
-    """CROWN's step through a ReLU, fused (csrc/crown), in place: lam (B, K, F) <- lam * (lam >= 0 ? a_l : a_u)
+    """CROWN's step through a ReLU, fused (csrc/ibp), in place: lam (B, K, F) <- lam * (lam >= 0 ? a_l : a_u)
     and bias (B, K) += sum_f min(lam, 0) * t; a_l, a_u, t are (B, F). One read and one write of lam."""
     B, K, _ = _check_crown(lam, {"a_l": a_l, "a_u": a_u, "t": t}, writeable=True)
     _check_array("bias", bias, (lam.dtype,), 2, writeable=True)
@@ -367,7 +379,7 @@ def crown_relu_back(lam: np.ndarray, a_l: np.ndarray, a_u: np.ndarray, t: np.nda
 
 def crown_concretize(lam: np.ndarray, c: np.ndarray, r: np.ndarray, x: np.ndarray | None = None, dual: int = 0,
                      threads: int = 0) -> np.ndarray:
-    """Sums over the features of lam (B, K, F) in one read (csrc/crown) -> (B, K, 4) float64:
+    """Sums over the features of lam (B, K, F) in one read (csrc/ibp) -> (B, K, 4) float64:
     sum lam c, sum |lam| r, sum lam x (0 when x is None), and sum lam^2 (dual 1) / max |lam| (dual 2) / 0."""
     arrays = {"c": c, "r": r} if x is None else {"c": c, "r": r, "x": x}
     _check_crown(lam, arrays, writeable=False)

@@ -20,8 +20,8 @@ convolutions run about twice as fast on that layout), the ReLU step is one selec
 of products over the features are batched matrix products, and an input normalization right before the
 first convolution is folded into that convolution's weights (its shift into the bias) instead of
 costing two passes over the largest multiplier. Without autograd (inference), on the CPU, the ReLU step and
-the concretization are fused C++ kernels (csrc/crown, through fastcert._native) that read the multiplier
-once: same bounds up to float rounding (their sums accumulate in double). :data:`FUSED` switches them off.
+the concretization are fused C++ kernels (csrc/ibp, through fastcert._native) that read the multiplier
+once: same bounds up to float rounding (their sums accumulate in double); see fastcert.ibp.fused.
 """
 from __future__ import annotations
 
@@ -29,10 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from fastcert import _native
+from fastcert.ibp.fused import fusable
 from fastcert.ibp.graph import Op, bn_affine
-
-# Use the fused CPU kernels where they apply (no autograd, CPU, float32/float64); False: torch ops only.
-FUSED = True
 
 
 def _relax(lo, hi):
@@ -70,15 +68,6 @@ def _feat_dot(lam, t):
     return torch.bmm(L, v.to(L.dtype)).squeeze(2)
 
 
-def _fusable(*ts) -> bool:
-    """Whether the fused kernels can take these tensors: CPU, one float dtype, nothing that needs a gradient."""
-    if not FUSED:
-        return False
-    d = ts[0].dtype
-    return d in (torch.float32, torch.float64) and all(
-        t.device.type == "cpu" and t.dtype == d and not t.requires_grad for t in ts)
-
-
 def _flat(lam):
     """A (B, K, F) view of lam sharing its memory, and a function that lays a per-sample tensor (B, *f) out
     in the same feature order as a contiguous (B, F) array; (None, None) for any other layout."""
@@ -94,7 +83,7 @@ def _flat(lam):
 def _relu_step(lam, bias, lo, hi, own: bool):
     """Lambda through a ReLU with pre-activation bounds [lo, hi] -> (lam, bias). With ``own`` the fused
     kernel may overwrite lam (no other reference to it is used later)."""
-    if _fusable(lam, bias, lo, hi):
+    if fusable(lam, bias, lo, hi):
         if not own:
             lam = lam.clone(memory_format=torch.preserve_format)
         flat, per_sample = _flat(lam)
@@ -187,7 +176,7 @@ def backward(ops: list[Op], lam: torch.Tensor, bias: torch.Tensor, record: dict,
 
 def concretize(lam, bias, x, lo, hi, eps, norm):
     """Minimum of lam . z + bias over z in [lo, hi] (and over the eps-ball around x for l1/l2)."""
-    if _fusable(lam, bias, x, lo, hi):
+    if fusable(lam, bias, x, lo, hi):
         flat, per_sample = _flat(lam)
         if flat is not None:
             ball = norm != "linf"

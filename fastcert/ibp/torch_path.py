@@ -14,6 +14,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from fastcert.ibp import fused
 from fastcert.ibp.graph import Op, bn_affine, channel_view
 
 # Derived weights (|W|, BN folded into W) of modules, reused across calls while the tensors they were
@@ -199,6 +200,12 @@ def propagate_fast(ops: list[Op], c: torch.Tensor, r: torch.Tensor, stats: dict,
                 c, r = c * sv + tv, r * sv.abs()
             owned = True
         elif kind == "relu":
+            out = fused.interval_relu(c, r, owned)
+            if out is not None:  # the true box: the scale k is unchanged
+                c, r = out
+                owned = True
+                i += 1
+                continue
             lo = torch.sub(c, r).clamp_(min=0)
             hi = c.add_(r) if owned else torch.add(c, r)
             hi.clamp_(min=0)

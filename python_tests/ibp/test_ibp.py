@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import fastcert
-from fastcert.ibp import Residual, UnsupportedLayerError
+from fastcert.ibp import Residual, UnsupportedLayerError, fused
 from fastcert.ibp.graph import clean_forward, needs_clean_pass, trace
 from fastcert.ibp.radius import spec_matrix
 from fastcert.ibp.reference import propagate_reference, reference_bounds
@@ -295,6 +295,29 @@ def test_inference_path_matches_autograd_path(name, train_bn):
                 assert torch.equal(q, q2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", NETS)
+def test_interval_relu_kernel_is_the_torch_ops_bit_for_bit(name, dtype, monkeypatch):
+    """Inference IBP's fused interval ReLU (csrc/ibp) runs, and its bounds are the torch ops' exactly
+    (halving instead of the power-of-two scale k is exact)."""
+    net, shape = _net(name)
+    net = net.to(dtype)
+    g = torch.Generator().manual_seed(12)
+    x = torch.rand((4, *shape), generator=g, dtype=dtype)
+    calls = []
+    real = fused._native.interval_relu
+    monkeypatch.setattr(fused._native, "interval_relu", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        out = [fastcert.ibp_bounds(net, x, eps) for eps in (0.0, 0.03)]
+        assert calls
+        monkeypatch.setattr(fused, "FUSED", False)
+        n = len(calls)
+        ref = [fastcert.ibp_bounds(net, x, eps) for eps in (0.0, 0.03)]
+        assert len(calls) == n
+    for a, b in zip(out, ref):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
 def test_memoized_weights_follow_in_place_changes():
     """`.data` writes do not bump the version counter; the memo compares values, so bounds follow."""
     net, shape = _net("cnn_bn2d_pool")
@@ -426,18 +449,17 @@ def test_crown_ibp_sound_and_tighter(name, path, kernel_calls):
 def test_fused_kernels_match_torch_ops(name, norm, dtype, kernel_calls, monkeypatch):
     """The fused ReLU step and concretization (no autograd) give the torch ops' bounds up to rounding, on
     every layer type (channels-last and plain multipliers, residual branches sharing one multiplier)."""
-    from fastcert.ibp import crown
     net, g, B, x, C = _margin_case(name, seed=8, B=5)
     net, x, C = net.to(dtype), x.to(dtype), C.to(dtype)
     eps = 0.2 if norm != "linf" else 0.03
     with torch.no_grad():
-        fused = [fastcert.ibp_bounds(net, x, eps, C=c, norm=norm, method="crown-ibp") for c in (C, None)]
+        fast = [fastcert.ibp_bounds(net, x, eps, C=c, norm=norm, method="crown-ibp") for c in (C, None)]
         assert kernel_calls["relu"] > 0 and kernel_calls["concretize"] == 2
-        monkeypatch.setattr(crown, "FUSED", False)
+        monkeypatch.setattr(fused, "FUSED", False)
         plain = [fastcert.ibp_bounds(net, x, eps, C=c, norm=norm, method="crown-ibp") for c in (C, None)]
     assert kernel_calls["concretize"] == 2  # the switch turns them off
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-11)
-    for a, b in zip(fused, plain):
+    for a, b in zip(fast, plain):
         torch.testing.assert_close(a[0], b[0], **tol)
         torch.testing.assert_close(a[1], b[1], **tol)
 

@@ -1,11 +1,11 @@
-// pybind11 glue for the fused CROWN kernels. Shapes, dtypes, contiguity and writability are checked here
+// pybind11 glue for the fused interval ReLU and CROWN kernels. Shapes, dtypes, contiguity and writability are checked here
 // again (fastcert._native checks first), so no call can read or write outside a buffer.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include "bind_registry.h"
 #include "common/check.h"
-#include "crown/crown.h"
+#include "ibp/ibp_kernels.h"
 
 namespace py = pybind11;
 
@@ -18,6 +18,21 @@ using Arr = py::array_t<T, py::array::c_style>;
 template <typename T>
 void check_per_sample(const Arr<T>& a, int64_t B, int64_t F, const char* msg) {
   FASTCERT_CHECK_ARG(a.ndim() == 2 && a.shape(0) == B && a.shape(1) == F, msg);
+}
+
+template <typename T>
+void py_interval_relu(Arr<T> c, Arr<T> r, Arr<T> c_out, Arr<T> r_out, int threads) {
+  const int64_t n = c.size();
+  FASTCERT_CHECK_ARG(r.size() == n && c_out.size() == n && r_out.size() == n,
+                     "c, r, c_out and r_out must have the same number of entries");
+  FASTCERT_CHECK_ARG(c_out.writeable() && r_out.writeable(), "c_out and r_out must be writable");
+  const T *cp = c.data(), *rp = r.data();
+  T *cop = c_out.mutable_data(), *rop = r_out.mutable_data();
+  py::gil_scoped_release nogil;
+  if constexpr (std::is_same_v<T, float>)
+    interval_relu_f32(cp, rp, cop, rop, n, threads);
+  else
+    interval_relu_f64(cp, rp, cop, rop, n, threads);
 }
 
 template <typename T>
@@ -68,6 +83,12 @@ py::array_t<double> py_concretize(Arr<T> lam, Arr<T> c, Arr<T> r, py::object x, 
 }
 
 void bind(py::module_& m) {
+  m.def("interval_relu", &py_interval_relu<float>, py::arg("c").noconvert(), py::arg("r").noconvert(),
+        py::arg("c_out").noconvert(), py::arg("r_out").noconvert(), py::arg("threads") = 0,
+        "Interval ReLU in center/radius form, elementwise: lo = max(c - r, 0), hi = max(c + r, 0),\n"
+        "c_out = (hi + lo) / 2, r_out = (hi - lo) / 2. float32 or float64, C-contiguous; outputs may be the inputs.");
+  m.def("interval_relu", &py_interval_relu<double>, py::arg("c").noconvert(), py::arg("r").noconvert(),
+        py::arg("c_out").noconvert(), py::arg("r_out").noconvert(), py::arg("threads") = 0);
   m.def("crown_relu_back", &py_relu_back<float>, py::arg("lam").noconvert(), py::arg("a_l").noconvert(),
         py::arg("a_u").noconvert(), py::arg("t").noconvert(), py::arg("bias").noconvert(), py::arg("threads") = 0,
         "In place: lam (B, K, F) <- lam * (lam >= 0 ? a_l : a_u); bias (B, K) += sum_f min(lam, 0) * t.\n"

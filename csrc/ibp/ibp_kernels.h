@@ -1,4 +1,10 @@
-// Fused CPU kernels for CROWN's backward pass (fastcert.ibp.crown): each reads the multiplier Lambda once.
+// Fused CPU kernels of interval bound propagation (fastcert.ibp): the interval ReLU of the forward pass, and
+// CROWN's backward steps, which read the multiplier Lambda once.
+//
+// interval_relu: the ReLU of a box in center/radius form, elementwise over n entries:
+//   lo = max(c - r, 0), hi = max(c + r, 0), c_out = (hi + lo) / 2, r_out = (hi - lo) / 2,
+// the same float operations as the torch path (halving is exact). NaN propagates. c_out / r_out may be c /
+// r themselves (in place).
 //
 // Lambda is a (B, K, F) row-major buffer: B samples, K linear functions per sample (specification rows
 // and their negations), F features of the layer (in whatever order the caller stores them; the
@@ -21,6 +27,9 @@
 #include <cstdint>
 
 namespace fastcert {
+
+void interval_relu_f32(const float* c, const float* r, float* c_out, float* r_out, int64_t n, int threads);
+void interval_relu_f64(const double* c, const double* r, double* c_out, double* r_out, int64_t n, int threads);
 
 void crown_relu_back_f32(float* lam, const float* a_l, const float* a_u, const float* t, float* bias, int64_t B,
                          int64_t K, int64_t F, int threads);

@@ -1,8 +1,8 @@
-// Fused CROWN backward kernels (see crown.h). The inner loops are written branch-free so that GCC
+// Fused interval ReLU and CROWN backward kernels (see ibp_kernels.h). The inner loops are written branch-free so that GCC
 // vectorizes them (compare + blend, omp simd reductions); the functions are compiled for AVX-512, AVX2 and
 // baseline x86-64 with runtime dispatch. Memory traffic is the cost: the ReLU step reads and writes Lambda
 // once (torch needs a compare, a select, a multiply, a clamp and a product: about 5 reads and 3 writes).
-#include "crown/crown.h"
+#include "ibp/ibp_kernels.h"
 
 #include <cmath>
 
@@ -93,6 +93,33 @@ int pick_threads(int threads) {
 #endif
 }
 
+// One block of the interval ReLU. No __restrict: the outputs may be the inputs (each entry is read before
+// it is written, at the same index).
+template <typename T>
+FASTCERT_CLONES void interval_relu_block(const T* c, const T* r, T* c_out, T* r_out, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T a = c[i] - r[i], b = c[i] + r[i];
+    const T lo = a < T(0) ? T(0) : a;  // NaN stays NaN, as torch's clamp
+    const T hi = b < T(0) ? T(0) : b;
+    c_out[i] = (hi + lo) * T(0.5);
+    r_out[i] = (hi - lo) * T(0.5);
+  }
+}
+
+template <typename T>
+void interval_relu(const T* c, const T* r, T* c_out, T* r_out, int64_t n, int threads) {
+  constexpr int64_t kBlock = 16384;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int nt = pick_threads(threads);
+  (void)nt;
+#pragma omp parallel for schedule(static) num_threads(nt) if (blocks > 1)
+  for (int64_t j = 0; j < blocks; ++j) {
+    const int64_t i0 = j * kBlock, len = n - i0 < kBlock ? n - i0 : kBlock;
+    interval_relu_block(c + i0, r + i0, c_out + i0, r_out + i0, len);
+  }
+}
+
 template <typename T>
 void relu_back(T* lam, const T* al, const T* au, const T* t, T* bias, int64_t B, int64_t K, int64_t F, int threads) {
   const int64_t rows = B * K;
@@ -121,6 +148,12 @@ void concretize(const T* lam, const T* c, const T* r, const T* x, int64_t B, int
 
 }  // namespace
 
+void interval_relu_f32(const float* c, const float* r, float* c_out, float* r_out, int64_t n, int threads) {
+  interval_relu(c, r, c_out, r_out, n, threads);
+}
+void interval_relu_f64(const double* c, const double* r, double* c_out, double* r_out, int64_t n, int threads) {
+  interval_relu(c, r, c_out, r_out, n, threads);
+}
 void crown_relu_back_f32(float* lam, const float* a_l, const float* a_u, const float* t, float* bias, int64_t B,
                          int64_t K, int64_t F, int threads) {
   relu_back(lam, a_l, a_u, t, bias, B, K, F, threads);

@@ -1,4 +1,5 @@
-// Fused CROWN kernels against a naive double loop: ReLU step (multiplier bit-identical, bias to rounding),
+// Fused interval ReLU (bit-identical to the plain formula, in place and out of place, across block and thread
+// boundaries) and CROWN kernels against a naive double loop: ReLU step (multiplier bit-identical, bias to rounding),
 // concretization sums for every dual norm, rows longer than one chunk, and independence of the thread count.
 #include <cmath>
 #include <cstdint>
@@ -6,7 +7,7 @@
 #include <random>
 #include <vector>
 
-#include "crown/crown.h"
+#include "ibp/ibp_kernels.h"
 #include "expect.h"
 
 using namespace fastcert;
@@ -73,6 +74,25 @@ void concretize_case(int64_t B, int64_t K, int64_t F, int dual, int threads, std
   }
 }
 
+void interval_relu_case(int64_t n, int threads) {
+  std::mt19937_64 rng(n);
+  std::normal_distribution<float> nd;
+  std::vector<float> c(n), r(n), co(n), ro(n);
+  for (int64_t i = 0; i < n; ++i) {
+    c[i] = nd(rng);
+    r[i] = std::fabs(nd(rng));
+  }
+  interval_relu_f32(c.data(), r.data(), co.data(), ro.data(), n, threads);
+  for (int64_t i = 0; i < n; ++i) {
+    const float lo = std::fmax(c[i] - r[i], 0.f), hi = std::fmax(c[i] + r[i], 0.f);
+    EXPECT(co[i] == (hi + lo) * 0.5f);
+    EXPECT(ro[i] == (hi - lo) * 0.5f);
+  }
+  interval_relu_f32(c.data(), r.data(), c.data(), r.data(), n, threads);
+  EXPECT(c == co);
+  EXPECT(r == ro);
+}
+
 void threads_do_not_matter() {
   std::mt19937_64 rng(11);
   std::normal_distribution<float> nd;
@@ -102,6 +122,7 @@ int main() {
   for (int dual : {0, 1, 2})
     for (int64_t F : {1, 513, 1100}) concretize_case(2, 3, F, dual, 2, rng);
   threads_do_not_matter();
+  for (int64_t n : {1, 100, 16384, 16385, 50000}) interval_relu_case(n, 2);
   if (failures) std::fprintf(stderr, "test_crown: %d failures\n", failures);
   else std::printf("test_crown: ok\n");
   return failures ? 1 : 0;

@@ -1,4 +1,4 @@
-"""The fused CROWN kernels (csrc/crown) against plain numpy loops, and their argument checks (both in
+"""The fused interval ReLU and CROWN kernels (csrc/ibp) against plain numpy, and their argument checks (both in
 fastcert._native and in the compiled module itself)."""
 from __future__ import annotations
 
@@ -6,6 +6,38 @@ import numpy as np
 import pytest
 
 from fastcert import _core, _native
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 17, 16384, 16385, 100_003])
+def test_interval_relu_matches_numpy_bit_for_bit(n, dtype):
+    rng = np.random.default_rng(n)
+    c = rng.standard_normal(n).astype(dtype)
+    r = rng.random(n).astype(dtype)
+    c[::11] = np.nan  # NaN propagates, as torch's clamp
+    lo, hi = np.maximum(c - r, 0), np.maximum(c + r, 0)
+    want_c, want_r = (hi + lo) * dtype(0.5), (hi - lo) * dtype(0.5)
+    co, ro = np.empty_like(c), np.empty_like(r)
+    _native.interval_relu(c, r, co, ro, threads=2)
+    np.testing.assert_array_equal(co, want_c)
+    np.testing.assert_array_equal(ro, want_r)
+    _native.interval_relu(c, r, c, r)  # in place
+    np.testing.assert_array_equal(c, want_c)
+    np.testing.assert_array_equal(r, want_r)
+
+
+def test_interval_relu_bad_arguments():
+    a = np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match="r_out must have shape"):
+        _native.interval_relu(a, a, a.copy(), np.zeros(4, np.float32))
+    with pytest.raises(TypeError, match="r must have dtype float32"):
+        _native.interval_relu(a, a.astype(np.float64), a.copy(), a.copy())
+    ro = a.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="c_out must be writeable"):
+        _native.interval_relu(a, a, ro, a.copy())
+    with pytest.raises(ValueError, match="same number of entries"):
+        _core.interval_relu(a, a, a.copy(), np.zeros(6, np.float32), 1)  # the compiled module checks again
 
 
 def _case(rng, B, K, F, dtype):
