@@ -2,7 +2,8 @@
 into memoized weights, in-place interval ReLU) against the straightforward lower/upper implementation
 with W+ / W- splits, and against one plain forward pass (the floor); the autograd path (what
 certified training differentiates); on a CUDA GPU also the Triton path against torch and against two
-forward passes. And an ACERT training step against an IBP training step.
+forward passes. And an ACERT training step against an IBP training step. On the small CNN cnn_ibp, the fused
+CPU kernels (csrc/ibp: interval ReLU, CROWN ReLU step and concretization) against the torch ops they replace.
 
 Run: pytest benchmarks/bench_ibp.py --benchmark-enable --benchmark-group-by=group
 Targets (issue 6): CPU torch path within 2.5x of one forward pass; GPU Triton path >= 1.3x faster
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 import fastcert
 from fastcert.bench.workloads import naive_ibp
 from fastcert.training.certified import robust_loss
-from fastcert.ibp.radius import margin_lower_bounds, certified_radius
+from fastcert.ibp.radius import certified_radius, margin_lower_bounds, spec_matrix
 from fastcert.models.zoo import build_model
 
 BATCH = 128
@@ -137,3 +138,41 @@ def test_ibp_step(benchmark, small_train):
 @pytest.mark.benchmark(group="training step cnn_ibp 28x28 batch 256 (CPU)")
 def test_acert_step(benchmark, small_train):
     benchmark.pedantic(_acert_step, args=small_train, rounds=5, iterations=1, warmup_rounds=1)
+
+
+# ---- the fused CPU kernels (csrc/ibp) against the torch ops they replace (issue 20)
+@pytest.fixture(scope="module")
+def small_cnn():
+    torch.manual_seed(0)
+    m = build_model("cnn_ibp", (3, 32, 32), 10, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)).eval()
+    x = torch.rand(BATCH, 3, 32, 32)
+    y = torch.randint(0, 10, (BATCH,))
+    return m, x, spec_matrix(y, 10)
+
+
+@pytest.mark.parametrize("kernels", ["fused", "torch ops"])
+@pytest.mark.benchmark(group="CROWN-IBP cnn_ibp batch 128 (CPU): fused kernels vs torch ops")
+def test_crown_ibp_fused_vs_torch_ops(benchmark, small_cnn, kernels, monkeypatch):
+    from fastcert.ibp import fused
+    m, x, C = small_cnn
+    monkeypatch.setattr(fused, "FUSED", kernels == "fused")
+    with torch.no_grad():
+        lo, _ = benchmark.pedantic(fastcert.ibp_bounds, args=(m, x, 2 / 255), kwargs={"C": C, "method": "crown-ibp"},
+                                   rounds=5, iterations=1, warmup_rounds=1)
+        monkeypatch.setattr(fused, "FUSED", kernels != "fused")
+        other, _ = fastcert.ibp_bounds(m, x, 2 / 255, C=C, method="crown-ibp")
+    assert torch.allclose(lo, other, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernels", ["fused", "torch ops"])
+@pytest.mark.benchmark(group="IBP cnn_ibp batch 128 (CPU): fused interval ReLU vs torch ops")
+def test_ibp_fused_vs_torch_ops(benchmark, small_cnn, kernels, monkeypatch):
+    from fastcert.ibp import fused
+    m, x, _ = small_cnn
+    monkeypatch.setattr(fused, "FUSED", kernels == "fused")
+    with torch.no_grad():
+        lo, hi = benchmark.pedantic(fastcert.ibp_bounds, args=(m, x, 2 / 255), rounds=20, iterations=1,
+                                    warmup_rounds=2)
+        monkeypatch.setattr(fused, "FUSED", kernels != "fused")
+        lo2, hi2 = fastcert.ibp_bounds(m, x, 2 / 255)
+    assert torch.equal(lo, lo2) and torch.equal(hi, hi2)
