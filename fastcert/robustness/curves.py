@@ -43,7 +43,7 @@ class RobustnessCurve:
 
     ``distances[norm]``: (N,) float64, 0 where the model misclassifies, +inf where no adversarial point
     was found; ``attacks[norm]``: (N,) str, which method produced each distance ("misclassified",
-    "linear", "exact", "fab", "fab-restartK", "failed"); ``certified[norm]``: optional (N,) certified
+    "linear", "exact", "fab", "fab-restartK", "fab-targetK", "polish", "failed"); ``certified[norm]``: optional (N,) certified
     lower bounds on the same distances; ``label``: a name for legends.
     """
 
@@ -244,7 +244,7 @@ def _linear_batch(layers, twin: _Twin, xb, yb, norm: str):
             break
         _, cand, _ = affine_min_perturbation(W, b, xb64, yb_c, norm, overshoot=over)
         cand = cand.float().to(xb.device)
-        ok = todo & twin.wrong(cand, yb)
+        ok = twin.wrong(cand, yb, mask=todo)
         xa[ok] = cand[ok]
         todo &= ~ok
     if bool(todo.any()):  # no float32 witness near the exact point: mark it
@@ -313,7 +313,7 @@ def _one_norm(model, twin: _Twin, xf, y, wrong, norm: str, use: str, layers, opt
                 size, xa, names = min_norm_attack(model, xb, yb, norm, input_shape=opts["input_shape"],
                                                   steps=opts["steps"], restarts=opts["restarts"],
                                                   seed=opts["seed"] + s, twin=twin, targets=opts["targets"],
-                                                  patience=opts["patience"])
+                                                  patience=opts["patience"], polish=opts["polish"])
                 names = np.array(names, dtype=object)
                 if use == "exact":
                     if bar is not None:  # the points that need no MIP are done; the MIP's advance one by one
@@ -349,7 +349,7 @@ def _certified_radii(certified, model, x, y, dist: dict, norms, batch_size: int)
 
 
 def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: int = 2, steps: int = 100,
-          targets: int = 3, patience: int | None = 5,
+          targets: int = 3, patience: int | None = 5, polish: int = 100,
           batch_size: int = 256, seed: int = 0, certified=None, label: str = "model", keep_adversarials=False,
           mip_time_limit: float = 60.0, mip_workers: int | None = None, device=None,
           progress: bool = False) -> RobustnessCurve:
@@ -361,8 +361,9 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
     random restarts (the first on every point, each further one only on the points the previous one
     improved by more than 0.1%) and ``targets`` targeted runs towards the runner-up classes, run as one
     batch, ``steps`` steps each, bisection refinement; a point leaves a run once ``patience`` steps in a
-    row have not shortened its distance by more than 0.01%, None keeps every point for all steps; upper
-    bounds on d_p, the smallest over all runs kept and its run logged in ``.attacks``),
+    row have not shortened its distance by more than 0.01%, None keeps every point for all steps; then
+    ``polish`` steps along the decision boundary from the best point found (FMN's budget rule, 0: none);
+    upper bounds on d_p, the smallest over all runs kept and its run logged in ``.attacks``),
     "exact" (after the attack, a mixed-integer program solved by HiGHS: MILPs for l1 and linf, an
     outer-approximation sequence of MILPs for l2 that stops when the proven lower bound is within 1e-4
     relative of the best point; the lower bounds are in ``.meta["mip_lower"]``; small ReLU nets;
@@ -373,7 +374,8 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
     """
     norms = parse_norms(norms)
     x, y = _check_inputs(model, x, y, method, {"restarts": (restarts, 0), "steps": (steps, 1),
-                                               "batch_size": (batch_size, 1), "targets": (targets, 0)})
+                                               "batch_size": (batch_size, 1), "targets": (targets, 0),
+                                               "polish": (polish, 0)})
     if patience is not None:
         patience = check_int("patience", patience, 1)
     mip_workers = (os.cpu_count() or 1) if mip_workers is None else check_int("mip_workers", mip_workers, 1)
@@ -395,7 +397,7 @@ def curve(model, x, y, norms=("l1", "l2", "linf"), *, method="auto", restarts: i
         wrong = torch.cat([model(x[s:s + batch_size]).argmax(1) != y[s:s + batch_size] for s in range(0, N, batch_size)])
     dist, att, advs, meta = {}, {}, {}, {"method": use, "time_s": {}}
     opts = {"batch_size": batch_size, "steps": steps, "restarts": restarts, "seed": seed, "targets": targets,
-            "patience": patience, "mip_workers": mip_workers,
+            "patience": patience, "polish": polish, "mip_workers": mip_workers,
             "input_shape": input_shape, "mip_time_limit": mip_time_limit}
     log = {"attack": {}, "lower": {}}  # method="exact": per norm, the attack distance / MIP lower bound per point
     bar = None

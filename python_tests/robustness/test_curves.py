@@ -133,7 +133,7 @@ def test_relu_attack_perturbations_are_real(relu_model, digits):
         assert np.all((d == 0) == (pred != y).numpy())
         ok = np.isfinite(d) & (d > 0)
         assert ok.sum() >= 20  # the attack must find something for nearly all points
-        assert set(c.attacks[norm][ok]) <= {"fab", "fab-restart1", "fab-target1", "fab-target2", "fab-target3"}
+        assert set(c.attacks[norm][ok]) <= {"fab", "fab-restart1", "fab-target1", "fab-target2", "fab-target3", "polish"}
         a = adv[torch.from_numpy(ok)]
         assert float(a.min()) >= 0 and float(a.max()) <= 1
         assert torch.all(m64(a.double()).argmax(1) != y[torch.from_numpy(ok)])  # float64 re-check
@@ -323,8 +323,10 @@ def test_targeted_runs_only_improve_and_are_verified(relu_model, digits):
     reported point is adversarial in float64, and a bad ``targets`` is refused by name."""
     _, te = digits
     x, y = te.x[:16], te.y[:16]
-    plain = fastcert.curve(relu_model, x, y, norms=("l2",), restarts=1, targets=0, steps=40)
-    tgt = fastcert.curve(relu_model, x, y, norms=("l2",), restarts=1, targets=9, steps=40, keep_adversarials=True)
+    # without the final polish, which starts from whichever point is best and so need not be monotone
+    plain = fastcert.curve(relu_model, x, y, norms=("l2",), restarts=1, targets=0, steps=40, polish=0)
+    tgt = fastcert.curve(relu_model, x, y, norms=("l2",), restarts=1, targets=9, steps=40, keep_adversarials=True,
+                         polish=0)
     a, b = plain.distances["l2"], tgt.distances["l2"]
     assert np.all(b <= a) and np.all(np.isfinite(b))
     names = tgt.attacks["l2"][b > 0]
@@ -439,3 +441,74 @@ def test_exact_points_solve_in_parallel_with_per_point_progress(relu_model, digi
                                               size.numpy()), rtol=1e-4)  # HiGHS' gap tolerance
     with pytest.raises(ValueError, match="mip_workers"):
         fastcert.curve(relu_model, x, y, norms=("linf",), method="exact", mip_workers=0)
+
+
+def _bad_starts(model, x0, exact_adv, y, gen):
+    """Adversarial points above the minimum, as a FAB run leaves them: the exact point pushed 10% further
+    out and moved sideways by a tenth of its l2 length, kept where both models still misclassify."""
+    from fastcert.robustness.attacks import _Twin
+
+    twin = _Twin(model, (1, 8, 8), x0.device)
+    d = exact_adv - x0
+    u = torch.randn(d.shape, generator=gen)
+    u = u / u.norm(dim=1, keepdim=True) * d.norm(dim=1, keepdim=True) * 0.1
+    start = (x0 + 1.1 * d + u).clamp(0, 1)
+    return twin, start, twin.wrong(start, y)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+def test_boundary_polish_walks_to_the_nearest_boundary_point(linear_model, digits, norm):
+    """From points far from optimal on a linear model, where the exact minimum is known: the polish never
+    lengthens a point, never goes below the exact minimum, returns only points both models misclassify,
+    and ends close to the minimum."""
+    from fastcert.robustness.attacks import boundary_polish, lp_norm
+
+    _, te = digits
+    x, y = te.x[:40], te.y[:40]
+    ex = fastcert.curve(linear_model, x, y, norms=(norm,), method="linear", keep_adversarials=True)
+    keep = torch.from_numpy(ex.distances[norm] > 0)
+    x0, y0 = x[keep].reshape(int(keep.sum()), -1).float(), y[keep]
+    exact = torch.from_numpy(ex.distances[norm][keep.numpy()])
+    twin, start, ok = _bad_starts(linear_model, x0, ex.adversarials[norm][keep].reshape(x0.shape).float(), y0,
+                                  torch.Generator().manual_seed(3))
+    assert int(ok.sum()) >= 25
+    x0, y0, start, exact = x0[ok], y0[ok], start[ok], exact[ok]
+    before = lp_norm(start.double() - x0.double(), norm)
+    assert float((before / exact).median()) > 1.05  # the starts really are off
+    adv, size = boundary_polish(twin, x0, start, y0, norm, steps=100)
+    assert torch.all(size <= before) and torch.all(size >= exact * (1 - 1e-6))
+    np.testing.assert_allclose(size.numpy(), lp_norm(adv.double() - x0.double(), norm).numpy(), rtol=1e-12)
+    m64 = copy.deepcopy(linear_model).double()
+    assert torch.all(m64(adv.double().reshape(-1, 1, 8, 8)).argmax(1) != y0)
+    assert torch.all(linear_model(adv.reshape(-1, 1, 8, 8)).argmax(1) != y0)
+    ratio = (size / exact).numpy()
+    assert np.all(ratio <= 1.005), np.sort(ratio)[-5:]  # from 5-20% above the minimum to within 0.5%
+
+
+def test_boundary_polish_projection_and_arguments(relu_model, digits):
+    """The l1-ball projection against bisection on its threshold; polish=0 is the attack without it; a
+    negative polish is refused by name."""
+    from fastcert.robustness.attacks import _project_l1
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(6, 50, generator=g, dtype=torch.float64)
+    eps = torch.tensor([0.5, 1.0, 5.0, 20.0, 60.0, 0.0], dtype=torch.float64)
+    p = _project_l1(v, eps)
+    for i in range(6):
+        if float(v[i].abs().sum()) <= float(eps[i]):
+            assert torch.equal(p[i], v[i])
+            continue
+        lo, hi = 0.0, float(v[i].abs().max())
+        for _ in range(200):  # sum max(|v| - theta, 0) = eps
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if float((v[i].abs() - mid).clamp_min(0).sum()) > float(eps[i]) else (lo, mid)
+        want = v[i].sign() * (v[i].abs() - lo).clamp_min(0)
+        torch.testing.assert_close(p[i], want, rtol=0, atol=1e-9)
+    _, te = digits
+    x, y = te.x[:8], te.y[:8]
+    c = fastcert.curve(relu_model, x, y, norms=("l2",), restarts=0, targets=0, steps=20, polish=0)
+    assert "polish" not in set(c.attacks["l2"])
+    c2 = fastcert.curve(relu_model, x, y, norms=("l2",), restarts=0, targets=0, steps=20)
+    assert np.all(c2.distances["l2"] <= c.distances["l2"])  # the polish only ever shortens
+    with pytest.raises(ValueError, match="polish"):
+        fastcert.curve(relu_model, x, y, polish=-1)
