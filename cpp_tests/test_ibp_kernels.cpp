@@ -123,7 +123,7 @@ int main() {
     for (int64_t F : {1, 513, 1100}) concretize_case(2, 3, F, dual, 2, rng);
   threads_do_not_matter();
   for (int64_t n : {1, 100, 16384, 16385, 50000}) interval_relu_case(n, 2);
-  if (failures) std::fprintf(stderr, "test_crown: %d failures\n", failures);
-  else std::printf("test_crown: ok\n");
+  if (failures) std::fprintf(stderr, "test_ibp_kernels: %d failures\n", failures);
+  else std::printf("test_ibp_kernels: ok\n");
   return failures ? 1 : 0;
 }

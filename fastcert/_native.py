@@ -342,6 +342,31 @@ def nearest_by_label(q, r, qlab, rlab, exclude, norm: int) -> tuple:
     return _core.nearest_by_label(q, r, qlab, rlab, exclude, norm)
 
 
+MAX_KERNEL_THREADS = 1024
+
+
+def _check_threads(threads) -> int:
+    """OpenMP threads of the IBP kernels: 0 (OpenMP's default) to MAX_KERNEL_THREADS."""
+    return _check_uint("threads", threads, MAX_KERNEL_THREADS + 1)
+
+
+def _same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.shape == b.shape
+
+
+def _check_disjoint(named: dict, allowed=()) -> None:
+    """No two of these arrays share memory, except the pairs in ``allowed`` when they are the same buffer."""
+    items = list(named.items())
+    for i, (n1, a1) in enumerate(items):
+        for n2, a2 in items[i + 1:]:
+            if not np.may_share_memory(a1, a2):
+                continue
+            if ((n1, n2) in allowed or (n2, n1) in allowed) and _same_buffer(a1, a2):
+                continue
+            raise ValueError(f"{n1} and {n2} must not overlap in memory"
+                             + (" (an output may only be exactly its own input)" if allowed else ""))
+
+
 def interval_relu(c: np.ndarray, r: np.ndarray, c_out: np.ndarray, r_out: np.ndarray, threads: int = 0) -> None:
     """Interval ReLU in center/radius form (csrc/ibp), elementwise over 1-D arrays of one float dtype:
     lo = max(c - r, 0), hi = max(c + r, 0), c_out = (hi + lo) / 2, r_out = (hi - lo) / 2. The outputs may be
@@ -351,7 +376,8 @@ def interval_relu(c: np.ndarray, r: np.ndarray, c_out: np.ndarray, r_out: np.nda
         _check_array(name, a, (c.dtype,), 1, writeable=w)
         if a.shape != c.shape:
             raise ValueError(f"{name} must have shape {c.shape} to match c, got {a.shape}")
-    _core.interval_relu(c, r, c_out, r_out, _check_uint("threads", threads, _U32))
+    _check_disjoint({"c": c, "r": r, "c_out": c_out, "r_out": r_out}, allowed=(("c", "c_out"), ("r", "r_out")))
+    _core.interval_relu(c, r, c_out, r_out, _check_threads(threads))
 
 
 def _check_crown(lam, per_sample: dict, writeable: bool) -> tuple:
@@ -374,7 +400,9 @@ def crown_relu_back(lam: np.ndarray, a_l: np.ndarray, a_u: np.ndarray, t: np.nda
     _check_array("bias", bias, (lam.dtype,), 2, writeable=True)
     if bias.shape != (B, K):
         raise ValueError(f"bias must have shape ({B}, {K}) to match lam {lam.shape}, got {bias.shape}")
-    _core.crown_relu_back(lam, a_l, a_u, t, bias, _check_uint("threads", threads, _U32))
+    _check_disjoint({"lam": lam, "bias": bias, "a_l": a_l, "a_u": a_u, "t": t},
+                    allowed=(("a_l", "a_u"), ("a_l", "t"), ("a_u", "t")))  # read-only inputs may coincide
+    _core.crown_relu_back(lam, a_l, a_u, t, bias, _check_threads(threads))
 
 
 def crown_concretize(lam: np.ndarray, c: np.ndarray, r: np.ndarray, x: np.ndarray | None = None, dual: int = 0,
@@ -385,7 +413,7 @@ def crown_concretize(lam: np.ndarray, c: np.ndarray, r: np.ndarray, x: np.ndarra
     _check_crown(lam, arrays, writeable=False)
     if dual not in (0, 1, 2):
         raise ValueError(f"dual must be 0 (none), 1 (l2) or 2 (l1), got {dual!r}")
-    return _core.crown_concretize(lam, c, r, x, int(dual), _check_uint("threads", threads, _U32))
+    return _core.crown_concretize(lam, c, r, x, int(dual), _check_threads(threads))
 
 
 def max_threads() -> int:

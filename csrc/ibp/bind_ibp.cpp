@@ -65,6 +65,11 @@ py::array_t<double> py_concretize(Arr<T> lam, Arr<T> c, Arr<T> r, py::object x, 
   Arr<T> xa;
   const T* xp = nullptr;
   if (!x.is_none()) {
+    // no silent conversion: x must already be a C-contiguous array of lam's dtype
+    FASTCERT_CHECK_ARG(py::isinstance<py::array>(x), "x must be a numpy array or None");
+    py::array xr = x.cast<py::array>();
+    FASTCERT_CHECK_ARG(xr.dtype().is(py::dtype::of<T>()), "x must have lam's dtype");
+    FASTCERT_CHECK_ARG((xr.flags() & py::array::c_style) != 0, "x must be C-contiguous");
     xa = x.cast<Arr<T>>();
     check_per_sample(xa, B, F, "x must have shape (B, F) to match lam");
     xp = xa.data();

@@ -35,7 +35,7 @@ FASTCERT_CLONES double relu_row(T* __restrict lam, const T* __restrict al, const
       const T v = lam[f];
       const T w = v * (v >= T(0) ? al[f] : au[f]);
       lam[f] = w;
-      s += (w < T(0) ? w : T(0)) * t[f];
+      s += (w >= T(0) ? T(0) : w) * t[f];  // NaN enters the sum, as with torch's clamp
     }
     total += double(s);
   }
@@ -86,7 +86,8 @@ FASTCERT_CLONES void concretize_row(const T* __restrict lam, const T* __restrict
 
 int pick_threads(int threads) {
 #ifdef FASTCERT_OPENMP
-  return threads > 0 ? threads : omp_get_max_threads();
+  constexpr int kMaxThreads = 1024;  // fastcert._native.MAX_KERNEL_THREADS
+  return threads > 0 ? (threads < kMaxThreads ? threads : kMaxThreads) : omp_get_max_threads();
 #else
   (void)threads;
   return 1;

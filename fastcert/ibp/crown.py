@@ -183,12 +183,12 @@ def concretize(lam, bias, x, lo, hi, eps, norm):
             s = _native.crown_concretize(flat.numpy(), per_sample((hi + lo) * 0.5), per_sample((hi - lo) * 0.5),
                                          per_sample(x) if ball else None, {"linf": 0, "l2": 1, "l1": 2}[norm],
                                          torch.get_num_threads())
-            s = torch.from_numpy(s).to(lam.dtype)
-            box = s[..., 0] - s[..., 1] + bias
+            s = torch.from_numpy(s)  # float64 sums; the square root too, before the cast
+            box = (s[..., 0] - s[..., 1]).to(lam.dtype) + bias
             if not ball:
                 return box
-            dual = s[..., 3].sqrt() if norm == "l2" else s[..., 3]
-            return torch.maximum(box, s[..., 2] - eps.view(-1, 1) * dual + bias)
+            dual = (s[..., 3].sqrt() if norm == "l2" else s[..., 3]).to(lam.dtype)
+            return torch.maximum(box, s[..., 2].to(lam.dtype) - eps.view(-1, 1) * dual + bias)
     c = (hi + lo) * 0.5
     r = (hi - lo) * 0.5
     box = _feat_dot(lam, c) - _feat_dot(lam.abs(), r) + bias

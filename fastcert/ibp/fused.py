@@ -8,6 +8,7 @@ compare the two paths with it).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fastcert import _native
@@ -42,8 +43,13 @@ def interval_relu(c: torch.Tensor, r: torch.Tensor, owned: bool):
         c_out, r_out = torch.empty_like(c), torch.empty_like(r)
     else:
         c_out, r_out = c, r
-    views = [_flat(t) for t in (c, r, c_out, r_out)]
-    if any(v is None for v in views) or views[2].stride() != views[0].stride():
+    if c_out.stride() != c.stride() or r_out.stride() != r.stride():
         return None
-    _native.interval_relu(*(v.numpy() for v in views), torch.get_num_threads())
+    views = [_flat(t) for t in (c, r, c_out, r_out)]
+    if any(v is None for v in views):
+        return None
+    arrays = [v.numpy() for v in views]
+    if np.may_share_memory(arrays[0], arrays[1]):  # c and r views of one buffer: the torch ops handle it
+        return None
+    _native.interval_relu(*arrays, torch.get_num_threads())
     return c_out, r_out

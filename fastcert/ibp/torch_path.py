@@ -201,7 +201,7 @@ def propagate_fast(ops: list[Op], c: torch.Tensor, r: torch.Tensor, stats: dict,
             owned = True
         elif kind == "relu":
             out = fused.interval_relu(c, r, owned)
-            if out is not None:  # the true box: the scale k is unchanged
+            if out is not None:  # relu(k z) = k relu(z) and the kernel halves exactly: the scale k is unchanged
                 c, r = out
                 owned = True
                 i += 1

@@ -544,7 +544,8 @@ def boundary_polish(twin: _Twin, x0: torch.Tensor, x_adv: torch.Tensor, y: torch
     most of that gap (within 1% of the best known distance on 92.5% -> 99% of the test points in linf).
 
     x0, x_adv: (B, D) float32, x_adv adversarial. Returns ``(x_adv, size)``: the smallest point seen that
-    ``twin.wrong`` confirms (never longer than the given one; size +inf where x_adv is not adversarial).
+    ``twin.wrong`` confirms, never longer than the given one (a row whose x_adv is not adversarial comes
+    back with size +inf unless the walk confirms a point of its own).
     """
     B, D = x0.shape
     x0d = x0.double()

@@ -85,6 +85,22 @@ def test_curve_cli_equals_api(tmp_path, ckpts):
         assert np.array_equal(got.certified[n], want.certified[n]), n
 
 
+def test_curve_cli_polish_flag(tmp_path, ckpts):
+    """--polish reaches fastcert.curve: --polish 0 is the attack without the boundary walk, the default
+    is curve()'s default; a negative value is refused by name."""
+    model, _ = fastcert.load_checkpoint(ckpts[0])
+    te = fastcert.load_dataset("digits", "test")
+    for flag, kw in ((["--polish", "0"], {"polish": 0}), ([], {})):
+        out = tmp_path / f"p{len(flag)}.npz"
+        assert main(["curve", "--model", ckpts[0], "--norms", "l2", "--max", "4", "--batch", "4", "--restarts", "0",
+                     "--steps", "10", "--out", str(out), "--quiet"] + flag) == 0
+        want = fastcert.curve(model, te.x[:4], te.y[:4], ("l2",), restarts=0, steps=10, batch_size=4, label="m0", **kw)
+        assert np.array_equal(load_curve(out).distances["l2"], want.distances["l2"])
+        if flag:
+            assert "polish" not in set(load_curve(out).attacks["l2"])
+    assert main(["curve", "--model", ckpts[0], "--polish", "-1", "--out", str(tmp_path / "bad.npz")]) == 2
+
+
 def test_curve_resume(tmp_path, ckpts, capsys, monkeypatch):
     """Interrupted after 2 of 4 batches: the rows file holds exactly those points; a rerun with another
     setting is refused naming the option; the same command computes only the missing batches (a torn

@@ -295,25 +295,38 @@ def test_inference_path_matches_autograd_path(name, train_bn):
                 assert torch.equal(q, q2)
 
 
+def _relu_ops(ops) -> int:
+    """ReLU ops in a traced model, inside residual branches too."""
+    return sum(1 if op.kind == "relu" else _relu_ops(op.main) + _relu_ops(op.shortcut) if op.kind == "residual" else 0
+               for op in ops)
+
+
+IMAGE_NETS = ["cnn_bn2d_pool", "cnn_bn_no_running_stats", "basic_blocks", "cifar_resnet8", "conv_bn_pool_small",
+              "residual_mixed"]
+LAYOUTS = [(n, "plain") for n in NETS] + [(n, "channels_last") for n in IMAGE_NETS]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name", NETS)
-def test_interval_relu_kernel_is_the_torch_ops_bit_for_bit(name, dtype, monkeypatch):
-    """Inference IBP's fused interval ReLU (csrc/ibp) runs, and its bounds are the torch ops' exactly
-    (halving instead of the power-of-two scale k is exact)."""
+@pytest.mark.parametrize("name,layout", LAYOUTS)
+def test_interval_relu_kernel_is_the_torch_ops_bit_for_bit(name, layout, dtype, monkeypatch):
+    """Inference IBP's fused interval ReLU (csrc/ibp) runs at every ReLU, on plain and channels-last
+    activations, and its bounds are the torch ops' exactly (halving instead of the power-of-two scale k is
+    exact)."""
     net, shape = _net(name)
     net = net.to(dtype)
     g = torch.Generator().manual_seed(12)
     x = torch.rand((4, *shape), generator=g, dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
     calls = []
     real = fused._native.interval_relu
-    monkeypatch.setattr(fused._native, "interval_relu", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(fused._native, "interval_relu", lambda *a: calls.append(a[0].shape) or real(*a))
     with torch.no_grad():
         out = [fastcert.ibp_bounds(net, x, eps) for eps in (0.0, 0.03)]
-        assert calls
+        assert len(calls) == 2 * _relu_ops(trace(net))  # every ReLU, no silent fallback
         monkeypatch.setattr(fused, "FUSED", False)
-        n = len(calls)
         ref = [fastcert.ibp_bounds(net, x, eps) for eps in (0.0, 0.03)]
-        assert len(calls) == n
+        assert len(calls) == 2 * _relu_ops(trace(net))
     for a, b in zip(out, ref):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
@@ -445,16 +458,19 @@ def test_crown_ibp_sound_and_tighter(name, path, kernel_calls):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
-@pytest.mark.parametrize("name", NETS + ["residual_relu_last"])
-def test_fused_kernels_match_torch_ops(name, norm, dtype, kernel_calls, monkeypatch):
-    """The fused ReLU step and concretization (no autograd) give the torch ops' bounds up to rounding, on
-    every layer type (channels-last and plain multipliers, residual branches sharing one multiplier)."""
+@pytest.mark.parametrize("name,layout", LAYOUTS + [("residual_relu_last", "plain")])
+def test_fused_kernels_match_torch_ops(name, layout, norm, dtype, kernel_calls, monkeypatch):
+    """The fused ReLU step and concretization (no autograd) run at every ReLU and give the torch ops' bounds
+    up to rounding, on every layer type (channels-last and plain multipliers and inputs, residual branches
+    sharing one multiplier)."""
     net, g, B, x, C = _margin_case(name, seed=8, B=5)
     net, x, C = net.to(dtype), x.to(dtype), C.to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
     eps = 0.2 if norm != "linf" else 0.03
     with torch.no_grad():
         fast = [fastcert.ibp_bounds(net, x, eps, C=c, norm=norm, method="crown-ibp") for c in (C, None)]
-        assert kernel_calls["relu"] > 0 and kernel_calls["concretize"] == 2
+        assert kernel_calls["relu"] == 2 * _relu_ops(trace(net)) and kernel_calls["concretize"] == 2
         monkeypatch.setattr(fused, "FUSED", False)
         plain = [fastcert.ibp_bounds(net, x, eps, C=c, norm=norm, method="crown-ibp") for c in (C, None)]
     assert kernel_calls["concretize"] == 2  # the switch turns them off

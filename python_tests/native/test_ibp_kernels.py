@@ -131,3 +131,33 @@ def test_bad_arguments_raise_not_crash():
         _core.crown_concretize(lam, ps, ps, None, 5, 1)
     with pytest.raises(TypeError):
         _core.crown_relu_back(lam, ps, ps, ps.astype(np.float64), bias, 1)  # no silent dtype conversion
+
+
+def test_threads_and_overlap_are_refused_by_name():
+    lam = np.zeros((2, 3, 4), np.float32)
+    ps = np.zeros((2, 4), np.float32)
+    bias = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="threads"):
+        _native.crown_relu_back(lam, ps, ps.copy(), ps.copy(), bias, threads=10**6)
+    with pytest.raises(ValueError, match="threads"):
+        _native.crown_concretize(lam, ps, ps.copy(), threads=-1)
+    flat = lam.reshape(-1)
+    with pytest.raises(ValueError, match="lam and a_l must not overlap"):
+        _native.crown_relu_back(lam, flat[:8].reshape(2, 4), ps, ps, bias)
+    with pytest.raises(ValueError, match="lam and bias must not overlap"):
+        _native.crown_relu_back(lam, ps, ps, ps, flat[:6].reshape(2, 3))
+    c = np.zeros(10, np.float32)
+    r = np.zeros(10, np.float32)
+    with pytest.raises(ValueError, match="c_out and r_out must not overlap"):
+        out = np.zeros(10, np.float32)
+        _native.interval_relu(c, r, out, out)
+    with pytest.raises(ValueError, match="c and r_out must not overlap"):
+        _native.interval_relu(c, r, r, c)  # swapped outputs: not the same-index in-place update
+    buf = np.zeros(12, np.float32)
+    with pytest.raises(ValueError, match="c and c_out must not overlap"):
+        _native.interval_relu(buf[:10], r, buf[2:12], np.zeros(10, np.float32))  # shifted: not exactly c
+    # the compiled module refuses a converted x (dtype or layout) on its own
+    with pytest.raises(ValueError, match="x must have lam's dtype"):
+        _core.crown_concretize(lam, ps, ps, ps.astype(np.float64), 1, 1)
+    with pytest.raises(ValueError, match="x must be C-contiguous"):
+        _core.crown_concretize(lam, ps, ps, np.zeros((4, 2), np.float32).T, 1, 1)

@@ -510,6 +510,8 @@ def test_boundary_polish_projection_and_arguments(relu_model, digits):
     assert "polish" not in set(c.attacks["l2"])
     c2 = fastcert.curve(relu_model, x, y, norms=("l2",), restarts=0, targets=0, steps=20)
     assert np.all(c2.distances["l2"] <= c.distances["l2"])  # the polish only ever shortens
+    polished = c2.attacks["l2"] == "polish"
+    assert polished.any() and np.all(c2.distances["l2"][polished] < c.distances["l2"][polished])
     with pytest.raises(ValueError, match="polish"):
         fastcert.curve(relu_model, x, y, polish=-1)
 
@@ -538,3 +540,49 @@ def test_nearest_boundary_is_the_exact_choice_over_all_classes(norm, k):
     torch.testing.assert_close(got, best, rtol=1e-9, atol=1e-12)
     assert torch.all(j != y)
     torch.testing.assert_close(est[torch.arange(B), j], best, rtol=1e-9, atol=1e-12)
+
+
+def test_one_backward_pass_gives_the_logit_difference_gradient(relu_model, digits):
+    """Targeted runs back-propagate logit_t - logit_y in one copy: the same rows as the difference of the
+    two rows of the all-class Jacobian."""
+    from fastcert.robustness.attacks import _logits_and_jacobian, _Twin
+
+    _, te = digits
+    x, y = te.x[:12].reshape(12, -1).float(), te.y[:12]
+    twin = _Twin(relu_model, (1, 8, 8), x.device)
+    t = (y + 3) % 10
+    logits, diff = _logits_and_jacobian(twin, x, t[:, None], minus=y)
+    all_logits, jac = _logits_and_jacobian(twin, x)
+    ar = torch.arange(12)
+    torch.testing.assert_close(diff[:, 0], jac[ar, t] - jac[ar, y], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits, all_logits)
+
+
+def test_no_targeted_run_towards_the_class_already_reached(relu_model, digits, monkeypatch):
+    """The targeted runs skip, per point, the runner-up class its best point already crosses into."""
+    from fastcert.robustness import attacks
+
+    _, te = digits
+    x, y = te.x[:16].reshape(16, -1).float(), te.y[:16]
+    seen = []
+    real = attacks._run
+
+    def spy(twin, xs, ys, norm, steps, start=None, target=None, patience=None):
+        out = real(twin, xs, ys, norm, steps, start=start, target=target, patience=patience)
+        seen.append((xs, target, out))
+        return out
+
+    monkeypatch.setattr(attacks, "_run", spy)
+    size, adv, who = attacks.min_norm_attack(relu_model, x, y, "l2", input_shape=(1, 8, 8), steps=20, restarts=0,
+                                             targets=3, polish=0)
+    (x0, _, first), (xt, tgt, _) = seen[0], seen[1]
+    twin = attacks._Twin(relu_model, (1, 8, 8), x.device)
+    with torch.no_grad():
+        reached = twin.logits32(first[1]).argmax(1)
+        lg = twin.logits32(x)
+    lg[torch.arange(16), y] = float("-inf")
+    top = lg.argsort(1, descending=True)[:, :3]
+    # each point's targets: its top-3 runner-ups without the class reached by the first run
+    rows = [(int(i), int(c)) for i in range(16) for c in top[i] if not (torch.isfinite(first[0][i]) and c == reached[i])]
+    got = sorted((int(torch.nonzero((x == r).all(1))[0, 0]), int(c)) for r, c in zip(xt, tgt))
+    assert got == sorted(rows) and len(rows) < 48
