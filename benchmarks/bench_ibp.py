@@ -151,28 +151,22 @@ def small_cnn():
 
 
 @pytest.mark.parametrize("kernels", ["fused", "torch ops"])
-@pytest.mark.benchmark(group="CROWN-IBP cnn_ibp batch 128 (CPU): fused kernels vs torch ops")
-def test_crown_ibp_fused_vs_torch_ops(benchmark, small_cnn, kernels, monkeypatch):
+@pytest.mark.parametrize("method", ["crown-ibp", "ibp"])
+def test_fused_vs_torch_ops(benchmark, small_cnn, method, kernels, monkeypatch):
+    """CROWN-IBP (fused ReLU step and concretization; bounds equal to rounding) and IBP (fused interval ReLU;
+    bounds bit-identical) with and without the kernels."""
     from fastcert.ibp import fused
     m, x, C = small_cnn
+    benchmark.group = f"{method} cnn_ibp batch 128 (CPU): fused kernels vs torch ops"
+    kw = {"C": C, "method": "crown-ibp"} if method == "crown-ibp" else {}
+    rounds = 5 if method == "crown-ibp" else 20
     monkeypatch.setattr(fused, "FUSED", kernels == "fused")
     with torch.no_grad():
-        lo, _ = benchmark.pedantic(fastcert.ibp_bounds, args=(m, x, 2 / 255), kwargs={"C": C, "method": "crown-ibp"},
-                                   rounds=5, iterations=1, warmup_rounds=1)
+        lo, hi = benchmark.pedantic(fastcert.ibp_bounds, args=(m, x, 2 / 255), kwargs=kw, rounds=rounds,
+                                    iterations=1, warmup_rounds=1)
         monkeypatch.setattr(fused, "FUSED", kernels != "fused")
-        other, _ = fastcert.ibp_bounds(m, x, 2 / 255, C=C, method="crown-ibp")
-    assert torch.allclose(lo, other, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("kernels", ["fused", "torch ops"])
-@pytest.mark.benchmark(group="IBP cnn_ibp batch 128 (CPU): fused interval ReLU vs torch ops")
-def test_ibp_fused_vs_torch_ops(benchmark, small_cnn, kernels, monkeypatch):
-    from fastcert.ibp import fused
-    m, x, _ = small_cnn
-    monkeypatch.setattr(fused, "FUSED", kernels == "fused")
-    with torch.no_grad():
-        lo, hi = benchmark.pedantic(fastcert.ibp_bounds, args=(m, x, 2 / 255), rounds=20, iterations=1,
-                                    warmup_rounds=2)
-        monkeypatch.setattr(fused, "FUSED", kernels != "fused")
-        lo2, hi2 = fastcert.ibp_bounds(m, x, 2 / 255)
-    assert torch.equal(lo, lo2) and torch.equal(hi, hi2)
+        lo2, hi2 = fastcert.ibp_bounds(m, x, 2 / 255, **kw)
+    if method == "crown-ibp":
+        assert torch.allclose(lo, lo2, rtol=1e-5, atol=1e-5)
+    else:
+        assert torch.equal(lo, lo2) and torch.equal(hi, hi2)

@@ -8,6 +8,7 @@
 // functions are compiled for AVX-512BW, AVX2 and baseline x86-64 with runtime dispatch (target_clones),
 // so one binary runs everywhere and uses the widest units present.
 #include "distances/distances.h"
+#include "common/clones.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,12 +20,6 @@
 #include <omp.h>
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define FASTCERT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define FASTCERT_CLONES
-#endif
-#define FASTCERT_INLINE inline __attribute__((always_inline))
 
 namespace fastcert {
 namespace {

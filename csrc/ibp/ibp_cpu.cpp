@@ -3,6 +3,7 @@
 // baseline x86-64 with runtime dispatch. Memory traffic is the cost: the ReLU step reads and writes Lambda
 // once (torch needs a compare, a select, a multiply, a clamp and a product: about 5 reads and 3 writes).
 #include "ibp/ibp_kernels.h"
+#include "common/clones.h"
 
 #include <cmath>
 
@@ -10,11 +11,6 @@
 #include <omp.h>
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define FASTCERT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define FASTCERT_CLONES
-#endif
 
 namespace fastcert {
 namespace {
@@ -108,43 +104,40 @@ FASTCERT_CLONES void interval_relu_block(const T* c, const T* r, T* c_out, T* r_
   }
 }
 
+// fn(i) for i in [0, n), split statically over the threads (serial for a single item); each i is done by one
+// thread, so results do not depend on the thread count.
+template <typename Fn>
+void parallel_items(int64_t n, int threads, Fn&& fn) {
+  const int nt = pick_threads(threads);
+  (void)nt;
+#pragma omp parallel for schedule(static) num_threads(nt) if (n > 1)
+  for (int64_t i = 0; i < n; ++i) fn(i);
+}
+
 template <typename T>
 void interval_relu(const T* c, const T* r, T* c_out, T* r_out, int64_t n, int threads) {
   constexpr int64_t kBlock = 16384;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  const int nt = pick_threads(threads);
-  (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt) if (blocks > 1)
-  for (int64_t j = 0; j < blocks; ++j) {
+  parallel_items((n + kBlock - 1) / kBlock, threads, [&](int64_t j) {
     const int64_t i0 = j * kBlock, len = n - i0 < kBlock ? n - i0 : kBlock;
     interval_relu_block(c + i0, r + i0, c_out + i0, r_out + i0, len);
-  }
+  });
 }
 
 template <typename T>
 void relu_back(T* lam, const T* al, const T* au, const T* t, T* bias, int64_t B, int64_t K, int64_t F, int threads) {
-  const int64_t rows = B * K;
-  const int nt = pick_threads(threads);
-  (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt)
-  for (int64_t i = 0; i < rows; ++i) {
+  parallel_items(B * K, threads, [&](int64_t i) {
     const int64_t b = i / K;
-    const double s = relu_row(lam + i * F, al + b * F, au + b * F, t + b * F, F);
-    bias[i] = T(double(bias[i]) + s);
-  }
+    bias[i] = T(double(bias[i]) + relu_row(lam + i * F, al + b * F, au + b * F, t + b * F, F));
+  });
 }
 
 template <typename T>
 void concretize(const T* lam, const T* c, const T* r, const T* x, int64_t B, int64_t K, int64_t F, int dual,
                 double* out, int threads) {
-  const int64_t rows = B * K;
-  const int nt = pick_threads(threads);
-  (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt)
-  for (int64_t i = 0; i < rows; ++i) {
+  parallel_items(B * K, threads, [&](int64_t i) {
     const int64_t b = i / K;
     concretize_row(lam + i * F, c + b * F, r + b * F, x == nullptr ? nullptr : x + b * F, F, dual, out + 4 * i);
-  }
+  });
 }
 
 }  // namespace

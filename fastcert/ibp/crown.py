@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from fastcert import _native
-from fastcert.ibp.fused import fusable
+from fastcert.ibp.fused import channels_last, fusable, rows
 from fastcert.ibp.graph import Op, bn_affine
 
 
@@ -71,13 +71,10 @@ def _feat_dot(lam, t):
 def _flat(lam):
     """A (B, K, F) view of lam sharing its memory, and a function that lays a per-sample tensor (B, *f) out
     in the same feature order as a contiguous (B, F) array; (None, None) for any other layout."""
-    B, K = lam.shape[:2]
-    if lam.is_contiguous():
-        return lam.view(B, K, -1), lambda t: t.reshape(B, -1).contiguous().numpy()
-    if _cl5(lam):
-        return (lam.permute(0, 1, 3, 4, 2).reshape(B, K, -1),
-                lambda t: t.permute(0, 2, 3, 1).reshape(B, -1).contiguous().numpy())
-    return None, None
+    last = channels_last(lam, 2)
+    if last is None:
+        return None, None
+    return rows(lam, 2, last), lambda t: rows(t, 1, last).contiguous().numpy()
 
 
 def _relu_step(lam, bias, lo, hi, own: bool):

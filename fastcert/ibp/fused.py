@@ -25,30 +25,32 @@ def fusable(*ts) -> bool:
         t.device.type == "cpu" and t.dtype == d and not t.requires_grad for t in ts)
 
 
-def _flat(t: torch.Tensor):
-    """A 1-D view of a dense tensor in its memory order (plain or channels-last), or None."""
+def channels_last(t: torch.Tensor, lead: int) -> bool | None:
+    """How t (lead batch-like dims, then the features) is stored: False plain, True channels-last (the
+    channel dim ``lead`` fastest, then 2-D spatial dims), None any other layout."""
     if t.is_contiguous():
-        return t.view(-1)
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return t.permute(0, 2, 3, 1).reshape(-1)
+        return False
+    if t.dim() == lead + 3 and t.movedim(lead, -1).is_contiguous():
+        return True
     return None
+
+
+def rows(t: torch.Tensor, lead: int, last: bool) -> torch.Tensor:
+    """t's feature dims (after the first ``lead``) flattened into one, in plain (C, H, W) or, with ``last``,
+    channels-last (H, W, C) order: a view when t is stored that way, else a copy."""
+    if last:
+        t = t.movedim(lead, -1)
+    return t.reshape(*t.shape[:lead], -1)
 
 
 def interval_relu(c: torch.Tensor, r: torch.Tensor, owned: bool):
     """ReLU of the box (c, r) in center/radius form -> (c, r), or None when the kernel does not apply.
     ``owned``: c and r may be overwritten."""
-    if not (fusable(c, r) and c.shape == r.shape and c.stride() == r.stride()):
+    last = channels_last(c, 1)
+    if not (fusable(c, r) and c.shape == r.shape and c.stride() == r.stride()) or last is None:
         return None
-    if not owned:
-        c_out, r_out = torch.empty_like(c), torch.empty_like(r)
-    else:
-        c_out, r_out = c, r
-    if c_out.stride() != c.stride() or r_out.stride() != r.stride():
-        return None
-    views = [_flat(t) for t in (c, r, c_out, r_out)]
-    if any(v is None for v in views):
-        return None
-    arrays = [v.numpy() for v in views]
+    c_out, r_out = (c, r) if owned else (torch.empty_like(c), torch.empty_like(r))  # same layout as c, r
+    arrays = [rows(t, 1, last).view(-1).numpy() for t in (c, r, c_out, r_out)]
     if np.may_share_memory(arrays[0], arrays[1]):  # c and r views of one buffer: the torch ops handle it
         return None
     _native.interval_relu(*arrays, torch.get_num_threads())
